@@ -1,0 +1,289 @@
+// The segment log of one shard: durable group commit of many producers' records into
+// pre-formatted segment files, checksum-verified reads, and recovery at open.
+//
+// Data flow. A producer calls AppendAsync: under the shard mutex it reserves room in the
+// open batch buffer, then (outside the lock) encodes its records there, payload hash
+// included, in parallel with other producers. The shard's writer thread takes the oldest
+// batch as soon as the previous one is durable (no added delay when idle), places it at
+// the end of the active segment, stamps epoch and batch number into the headers, pads it
+// to a block boundary and submits it as one write linked to an fdatasync. While it is in
+// flight the next batch fills. On success the completer thread runs the durable hook (the
+// index update) and then every producer's callback, batch by batch in log order, while
+// the writer already writes the next batch: waking producers is off the critical path.
+//
+// Failure rule (SPEC §2.4). A failed write or sync never acknowledges its batch. The
+// segment is sealed at its last good end and never written again; the batch is placed in
+// a fresh segment and written once more from memory. If that fails too, every waiter gets
+// the error and the log latches: later appends fail with it until ClearFault().
+//
+// Recovery. Open reads every segment header, then scans the segments in order and hands
+// every intact record to a visitor. Damage at the end of the newest segment after its
+// last complete batch is a torn tail (an unacknowledged write cut short by a crash): the
+// log ends there. Damage that a later batch follows is corruption: reported with its
+// location, never guessed around. The log then starts a fresh segment whose header
+// records where the previous one validly ended, so nothing is ever appended after a tail
+// of unknown state.
+//
+// Thread-safety: thread-safe. AppendAsync, Append, Read and the accessors may be called
+// from any thread. Callbacks run on the completer thread and must not call Append (they
+// may call AppendAsync).
+
+#ifndef SPOOL_LOG_LOG_H_
+#define SPOOL_LOG_LOG_H_
+
+#include <atomic>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <memory>
+#include <span>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/synchronization/mutex.h"
+#include "io/file_system.h"
+#include "log/format.h"
+#include "log/record.h"
+#include "spool/status.h"
+#include "util/histogram.h"
+
+namespace spool::log {
+
+struct LogOptions {
+  // Every segment file has this size. REQUIRES: a multiple of kBlockSize, >= 2 blocks
+  // more than batch_capacity.
+  uint64_t segment_size = 64ull << 20;
+  // The largest commit group in bytes; also bounds one Append's records.
+  size_t batch_capacity = 8u << 20;
+  // Batch buffers: one being written, one being completed, one filling, the rest absorb
+  // bursts.
+  int batch_buffers = 4;
+  // Free segments kept zero-filled ahead of need by the background thread.
+  int ready_segments = 2;
+  // How long a producer waits for room in a batch buffer before failing with kOverload.
+  int64_t max_wait_ms = 5000;
+  // Batches written concurrently. Each is acknowledged only after it and every batch
+  // before it completed, so acknowledged data is always a prefix of the log.
+  int max_inflight = 4;
+  // O_DIRECT | O_DSYNC segment writes, split into pieces of direct_io_piece bytes that
+  // the device serves in parallel; otherwise buffered writes + fdatasync.
+  bool direct_io = false;
+  size_t direct_io_piece = 512u << 10;
+  // Written into segment headers and checked at open.
+  uint64_t spool_id = 0;
+  uint32_t shard = 0;
+};
+
+// Where a record lives: its segment's sequence number (its epoch), offset and footprint.
+struct Location {
+  uint64_t segment = 0;
+  uint64_t offset = 0;
+  uint32_t size = 0;
+  friend bool operator==(const Location&, const Location&) = default;
+};
+
+// One record to append. The payload is the concatenation of `parts` (up to 4), so that
+// envelope and body need not be copied together first.
+struct AppendRecord {
+  RecordType type = RecordType::kMessage;
+  RecordId id;
+  std::span<const std::byte> parts[4];
+  int part_count = 0;
+
+  uint64_t payload_size() const;
+};
+
+// A record made durable, as the durable hook sees it.
+struct CommittedRecord {
+  RecordType type;
+  RecordId id;
+  Location location;
+};
+
+// Called with the status and, on success, the location of each appended record in order.
+using AppendCallback = std::function<void(const Status& status, std::span<const Location>)>;
+
+// A record handed out by Read or by recovery.
+struct Record {
+  RecordType type = RecordType::kMessage;
+  RecordId id;
+  uint64_t batch_seq = 0;
+  Location location;
+  std::string payload;
+};
+
+// Something wrong found by recovery or a scan.
+struct Damage {
+  std::string kind;      // "checksum", "torn_tail", "segment_header", "truncated", ...
+  uint64_t segment = 0;  // seq, 0 if unknown
+  std::string path;
+  uint64_t offset = 0;
+  RecordId id;  // zero if unknown
+  std::string detail;
+};
+
+// What recovery found.
+struct RecoveryReport {
+  uint64_t segments = 0;       // segments holding data
+  uint64_t free_segments = 0;  // pre-formatted or recycled, unused
+  uint64_t records = 0;        // intact records handed to the visitor
+  uint64_t bytes = 0;          // bytes scanned
+  uint64_t torn_tail_bytes = 0;
+  // Intact records found after a torn region at the tail (batches that completed while an
+  // earlier one was torn): rewritten into a fresh segment at open, never dropped.
+  uint64_t tail_records_rewritten = 0;
+  std::vector<Damage> damage;  // corruption: records lost or unreadable
+};
+
+// Called for each intact record during recovery, in log order (segment, then offset).
+// Returning a non-OK status stops the open with that status.
+using RecoveryVisitor = std::function<Status(const Record& record)>;
+
+struct LogStats {
+  uint64_t appends = 0;  // AppendAsync calls acknowledged
+  uint64_t records = 0;  // records made durable
+  uint64_t batches = 0;  // commit groups written (each one write + one sync)
+  uint64_t bytes = 0;    // bytes written, padding included
+  uint64_t payload_bytes = 0;
+  uint64_t failed_batches = 0;
+  uint64_t rewritten_batches = 0;  // batches placed again after a failed write or sync
+  uint64_t segments_live = 0;
+  uint64_t segments_free = 0;
+  uint64_t segment_size = 0;
+  Histogram sync_us;      // latency of each write + sync
+  Histogram batch_bytes;  // size of each commit group
+  Histogram batch_records;
+};
+
+class Log {
+ public:
+  // Opens (creating if empty) the log in `dir`, which must exist, and replays it into
+  // `visitor` (may be empty). On success *log is ready for appends.
+  // REQUIRES: fs outlives the log.
+  static StatusOr<std::unique_ptr<Log>> Open(io::FileSystem* fs, const std::string& dir,
+                                             const LogOptions& options,
+                                             const RecoveryVisitor& visitor,
+                                             RecoveryReport* report);
+
+  // Waits for the in-flight batches, then stops the threads. Pending appends that were
+  // not yet written fail with kUnavailable.
+  ~Log();
+  Log(const Log&) = delete;
+  Log& operator=(const Log&) = delete;
+
+  // Appends `records` as a unit (same batch, contiguous, same segment) and calls `done`
+  // once they are durable or failed. The payload memory may be released when
+  // AppendAsync returns. Fails (through `done`, possibly before returning) with
+  // kInvalidArgument if the records exceed the batch capacity, kOverload if no room
+  // appears within max_wait_ms, or the latched status.
+  void AppendAsync(std::span<const AppendRecord> records, AppendCallback done);
+
+  // The synchronous form. *locations (may be null) receives one entry per record.
+  Status Append(std::span<const AppendRecord> records, std::vector<Location>* locations);
+
+  // Reads the record at `location`, verifying header, epoch and payload checksums and,
+  // when expected_id is given, the id.
+  StatusOr<Record> Read(const Location& location, const RecordId* expected_id = nullptr);
+
+  // Called on the completer thread with each durable batch, in log order, before the producers'
+  // callbacks. REQUIRES: set before the first append.
+  void SetDurableHook(std::function<void(std::span<const CommittedRecord>)> hook);
+
+  // Frees segment `seq` for reuse. REQUIRES: nothing in it is live any more (the caller
+  // copied live records forward and made their new locations durable), and it is not the
+  // active segment. The header is zeroed and synced before the segment can be reused.
+  Status Recycle(uint64_t seq);
+
+  // Sequence numbers of the segments that hold data, oldest first, and the active one.
+  std::vector<uint64_t> LiveSegments() const;
+  uint64_t ActiveSegment() const;
+
+  // OK, or the latched fault.
+  Status health() const;
+  // Clears a latched fault after the cause is gone (the caller re-probed the disk).
+  // Appends go to a fresh segment.
+  void ClearFault();
+
+  LogStats Stats() const;
+  const std::string& dir() const { return dir_; }
+  const LogOptions& options() const { return options_; }
+
+ private:
+  struct Segment;
+  struct Batch;
+  struct Waiter;
+
+  Log(io::FileSystem* fs, std::string dir, const LogOptions& options);
+
+  Status Recover(const RecoveryVisitor& visitor, RecoveryReport* report,
+                 std::vector<Record>* survivors);
+  Status ScanSegment(Segment& seg, uint64_t limit, bool exact, const RecoveryVisitor& visitor,
+                     RecoveryReport* report, uint64_t* end, uint64_t* last_batch,
+                     std::vector<Record>* survivors);
+  StatusOr<Segment*> NewSegmentFile(uint32_t slot);
+  Status ActivateSegment(Segment* seg) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  StatusOr<Segment*> TakeFreeSegment() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  void WriterLoop();
+  void CompleterLoop();
+  void IoWorkerLoop();
+  // Places `batch` at the end of the active segment (activating one if needed) and
+  // stamps its headers. REQUIRES: no batch in flight if the active segment is full.
+  Status PlaceBatch(Batch& batch) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  Status EnsureActiveSegment(uint64_t need) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  void RewriteAfterFailure() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  Status WritePlaced(Batch& batch);
+  Status RewriteTail(std::vector<Record>& survivors, const RecoveryVisitor& visitor);
+  void PreallocatorLoop();
+  void FinishBatch(Batch& batch, const Status& status, std::span<const Location> locations);
+  void FailQueued(const Status& status) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  io::FileSystem* const fs_;
+  const std::string dir_;
+  const LogOptions options_;
+
+  mutable absl::Mutex mu_;
+  std::vector<std::unique_ptr<Segment>> segments_ ABSL_GUARDED_BY(mu_);  // every file, by slot
+  std::deque<Segment*> free_ ABSL_GUARDED_BY(mu_);                       // ready for activation
+  Segment* active_ ABSL_GUARDED_BY(mu_) = nullptr;                       // appends go here
+  uint64_t next_seq_ ABSL_GUARDED_BY(mu_) = 1;
+  uint64_t next_batch_seq_ ABSL_GUARDED_BY(mu_) = 1;
+  uint64_t acked_batch_seq_ ABSL_GUARDED_BY(mu_) = 0;  // newest acknowledged batch
+  uint64_t last_seq_ ABSL_GUARDED_BY(mu_) = 0;         // most recent activated seq
+  uint64_t last_end_ ABSL_GUARDED_BY(mu_) = 0;         // valid end of last_seq_
+  uint32_t next_slot_ ABSL_GUARDED_BY(mu_) = 0;
+  Status prealloc_error_ ABSL_GUARDED_BY(mu_);
+  int preallocating_ ABSL_GUARDED_BY(mu_) = 0;
+
+  std::vector<std::unique_ptr<Batch>> batches_;       // owned buffers
+  std::vector<Batch*> idle_ ABSL_GUARDED_BY(mu_);     // free buffers
+  Batch* open_ ABSL_GUARDED_BY(mu_) = nullptr;        // accepting reservations
+  std::deque<Batch*> sealed_ ABSL_GUARDED_BY(mu_);    // waiting for the writer, oldest first
+  std::deque<Batch*> inflight_ ABSL_GUARDED_BY(mu_);  // placed, being written, in log order
+  std::deque<Batch*> io_queue_ ABSL_GUARDED_BY(mu_);  // placed, for the I/O workers
+  bool io_stop_ ABSL_GUARDED_BY(mu_) = false;
+  std::deque<Batch*> written_ ABSL_GUARDED_BY(mu_);  // waiting for the completer, in order
+  bool writer_done_ ABSL_GUARDED_BY(mu_) = false;
+
+  Status fault_ ABSL_GUARDED_BY(mu_);  // latched
+  bool closing_ ABSL_GUARDED_BY(mu_) = false;
+
+  std::function<void(std::span<const CommittedRecord>)> durable_hook_;
+  LogStats stats_ ABSL_GUARDED_BY(mu_);
+
+  std::thread writer_;
+  std::thread completer_;
+  std::vector<std::thread> io_workers_;
+  std::thread preallocator_;
+};
+
+// "seg-00000012"
+std::string SegmentFileName(uint32_t slot);
+// True and the slot if `name` is a segment file name.
+bool ParseSegmentFileName(std::string_view name, uint32_t* slot);
+
+}  // namespace spool::log
+
+#endif  // SPOOL_LOG_LOG_H_
