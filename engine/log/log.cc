@@ -1,6 +1,7 @@
 #include "log/log.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <chrono>
 #include <cstdio>
@@ -9,7 +10,6 @@
 #include <map>
 #include <optional>
 
-#include "absl/synchronization/notification.h"
 #include "spool/logging.h"
 
 namespace spool::log {
@@ -732,14 +732,16 @@ void Log::AppendAsync(std::span<const AppendRecord> records, AppendCallback done
 }
 
 Status Log::Append(std::span<const AppendRecord> records, std::vector<Location>* locations) {
-  absl::Notification done;
+  // A bare futex word rather than a mutex and condition: one wake per waiter, no lock.
+  std::atomic<uint32_t> done{0};
   Status result;
   AppendAsync(records, [&](const Status& s, std::span<const Location> locs) {
     result = s;
     if (locations != nullptr) locations->assign(locs.begin(), locs.end());
-    done.Notify();
+    done.store(1, std::memory_order_release);
+    done.notify_one();
   });
-  done.WaitForNotification();
+  while (done.load(std::memory_order_acquire) == 0) done.wait(0, std::memory_order_acquire);
   return result;
 }
 
