@@ -33,6 +33,7 @@ if [[ $(id -u) -ne 0 ]]; then
   SUDO=sudo
 fi
 echo "install-deps: installing ${missing[*]}"
-export DEBIAN_FRONTEND=noninteractive
-$SUDO apt-get update -qq
-$SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
+# Passed through env: sudo's env_reset would drop an exported DEBIAN_FRONTEND.
+apt=($SUDO env DEBIAN_FRONTEND=noninteractive apt-get)
+"${apt[@]}" update -qq
+"${apt[@]}" install -y -qq --no-install-recommends "${missing[@]}"

@@ -43,6 +43,8 @@ AppendRecord MakeRecord(RecordType type, uint64_t id, const std::string& payload
   r.part_count = 1;
   return r;
 }
+// The record points into `payload`, which must outlive the append: a temporary would not.
+AppendRecord MakeRecord(RecordType type, uint64_t id, std::string&& payload) = delete;
 
 // What a test expects to find after reopening: id -> payload.
 using Expected = std::map<uint64_t, std::string>;
@@ -251,7 +253,8 @@ TEST_F(LogFaultTest, CrashAtEveryBatchBoundaryKeepsAcknowledgedRecords) {
       }
       for (const Damage& d : replay.report.damage) ADD_FAILURE() << d.kind << ": " << d.detail;
       // The reopened log accepts and keeps new records.
-      AppendRecord r = MakeRecord(RecordType::kMessage, 2000, "after");
+      const std::string after = "after";
+      AppendRecord r = MakeRecord(RecordType::kMessage, 2000, after);
       ASSERT_OK(log->Append({&r, 1}, nullptr));
     }
   }
@@ -290,10 +293,12 @@ TEST_F(LogFaultTest, WriteFailureLatchesAfterOneRewrite) {
   LogOptions o = SmallOptions();
   Replayed none;
   ASSERT_OK_AND_ASSIGN(auto log, Reopen(fs_.get(), dir_.path(), o, &none));
-  AppendRecord ok = MakeRecord(RecordType::kMessage, 1, "first");
+  const std::string first = "first";
+  AppendRecord ok = MakeRecord(RecordType::kMessage, 1, first);
   ASSERT_OK(log->Append({&ok, 1}, nullptr));
   fs_->FailNth(io::OpKind::kWrite, 1, ENOSPC, /*sticky=*/true);
-  AppendRecord r = MakeRecord(RecordType::kMessage, 2, "second");
+  const std::string second = "second";
+  AppendRecord r = MakeRecord(RecordType::kMessage, 2, second);
   Status s = log->Append({&r, 1}, nullptr);
   EXPECT_EQ(s.code(), Code::kStorageFull) << s.ToString();
   EXPECT_EQ(log->Stats().failed_batches, 2u);
@@ -358,7 +363,8 @@ TEST_F(LogFaultTest, BitFlipInEveryHeaderFieldIsCorruptionNotTornTail) {
       Replayed none;
       ASSERT_OK_AND_ASSIGN(auto log, Reopen(base_.get(), dir.path(), o, &none));
       for (uint64_t i = 1; i <= 3; ++i) {
-        AppendRecord r = MakeRecord(RecordType::kMessage, i, RandomBytes(i, 1000));
+        const std::string payload = RandomBytes(i, 1000);
+        AppendRecord r = MakeRecord(RecordType::kMessage, i, payload);
         std::vector<Location> l;
         ASSERT_OK(log->Append({&r, 1}, &l));
         locs[i - 1] = l[0];
@@ -448,7 +454,8 @@ TEST_F(LogFaultTest, RecycledSegmentsHoldingStaleRecordsReadAsEndOfData) {
     uint64_t id = 1;
     for (int round = 0; round < 4; ++round) {
       for (int i = 0; i < 30; ++i, ++id) {
-        AppendRecord r = MakeRecord(RecordType::kMessage, id, RandomBytes(id, 5000));
+        const std::string payload = RandomBytes(id, 5000);
+        AppendRecord r = MakeRecord(RecordType::kMessage, id, payload);
         ASSERT_OK(log->Append({&r, 1}, nullptr));
       }
       for (uint64_t seq : log->LiveSegments()) {
@@ -478,7 +485,8 @@ TEST_F(LogFaultTest, NewerFormatVersionIsRefused) {
   {
     Replayed none;
     ASSERT_OK_AND_ASSIGN(auto log, Reopen(base_.get(), dir_.path(), o, &none));
-    AppendRecord r = MakeRecord(RecordType::kMessage, 1, "x");
+    const std::string x = "x";
+    AppendRecord r = MakeRecord(RecordType::kMessage, 1, x);
     ASSERT_OK(log->Append({&r, 1}, nullptr));
   }
   ASSERT_OK_AND_ASSIGN(std::vector<std::string> names, base_->ListDir(dir_.path()));

@@ -64,7 +64,7 @@ struct UnsyncedWrite {
 struct FaultFileSystem::FileState {
   // Serializes pre-image read, write and sync bookkeeping of this file, so that the old
   // bytes read are the ones the write replaces and a sync covers exactly what it flushed.
-  absl::Mutex io_mu;
+  Mutex io_mu;
   // The fields below are guarded by FaultFileSystem::mu_ (an annotation cannot name it).
   std::string path;  // current normalized path (the last one, once unlinked)
   // The size at the last good sync; set by the first write after it.
@@ -112,12 +112,12 @@ std::string_view FaultFileSystem::Name() const { return name_; }
 // --- Counting and injection ---
 
 uint64_t FaultFileSystem::Count(OpKind kind) const {
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   return counts_[static_cast<int>(kind)];
 }
 
 void FaultFileSystem::FailNth(OpKind kind, uint64_t n, int err, bool sticky) {
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   Rule& rule = rules_[static_cast<int>(kind)];
   rule.armed = true;
   rule.n = n;
@@ -127,27 +127,27 @@ void FaultFileSystem::FailNth(OpKind kind, uint64_t n, int err, bool sticky) {
 }
 
 void FaultFileSystem::ClearFaults() {
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   rules_.fill(Rule{});
 }
 
 void FaultFileSystem::SetFailPathFilter(std::string substring) {
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   path_filter_ = std::move(substring);
 }
 
 void FaultFileSystem::set_partial_failed_writes(bool partial) {
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   partial_failed_writes_ = partial;
 }
 
 bool FaultFileSystem::crashed() const {
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   return crashed_;
 }
 
 uint64_t FaultFileSystem::UnsyncedBytes() const {
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   uint64_t total = 0;
   for (const auto& [path, state] : files_) {
     for (const UnsyncedWrite& write : state->writes) total += write.size;
@@ -180,13 +180,13 @@ Status FaultFileSystem::BeginOpLocked(OpKind kind, std::string_view path, std::s
 }
 
 Status FaultFileSystem::BeginOp(OpKind kind, std::string_view path, std::string_view path2) {
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   bool injected;
   return BeginOpLocked(kind, path, path2, &injected);
 }
 
 Status FaultFileSystem::BeginFileOp(OpKind kind, const FaultFile& file, bool* injected) {
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   if (file.epoch() != epoch_ && !crashed_) {
     *injected = false;
     ++counts_[static_cast<int>(kind)];
@@ -196,7 +196,7 @@ Status FaultFileSystem::BeginFileOp(OpKind kind, const FaultFile& file, bool* in
 }
 
 Status FaultFileSystem::CheckNotCrashed(std::string_view what, std::string_view path) const {
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   if (crashed_) return IoError("simulated crash: " + std::string(what) + " " + std::string(path));
   return Status::Ok();
 }
@@ -207,7 +207,7 @@ Status FaultFileSystem::RecordPreImage(FaultFile& file, const WriteOp& op) {
   FileState& state = file.state();
   bool need_size;
   {
-    absl::MutexLock lock(&mu_);
+    MutexLock lock(&mu_);
     need_size = !state.synced_size.has_value();
   }
   std::optional<uint64_t> synced_size;
@@ -239,14 +239,14 @@ Status FaultFileSystem::RecordPreImage(FaultFile& file, const WriteOp& op) {
     }
   }
 
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   if (!state.synced_size.has_value()) state.synced_size = synced_size;
   state.writes.push_back(std::move(write));
   return Status::Ok();
 }
 
 void FaultFileSystem::MarkSynced(FileState& state) {
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   state.writes.clear();
   state.synced_size.reset();
 }
@@ -263,7 +263,7 @@ Status FaultFileSystem::WriteTracked(FaultFile& file, std::span<const WriteOp> o
 
 StatusOr<std::unique_ptr<File>> FaultFileSystem::Open(const std::string& path,
                                                       const OpenOptions& options) {
-  absl::ReaderMutexLock gate(&gate_);
+  ReaderMutexLock gate(&gate_);
   SPOOL_RETURN_IF_ERROR(BeginOp(OpKind::kOpen, path));
   bool created = false;
   if (options.create) {
@@ -273,7 +273,7 @@ StatusOr<std::unique_ptr<File>> FaultFileSystem::Open(const std::string& path,
   SPOOL_ASSIGN_OR_RETURN(std::unique_ptr<File> base_file, base_->Open(path, options));
 
   const std::string key = NormalizePath(path);
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   std::shared_ptr<FileState>& state = files_[key];
   if (state == nullptr || created) state = std::make_shared<FileState>();
   state->path = key;
@@ -289,9 +289,9 @@ StatusOr<std::unique_ptr<File>> FaultFileSystem::Open(const std::string& path,
 }
 
 Status FaultFileSystem::WriteBatch(File& file, std::span<const WriteOp> ops, Sync sync) {
-  absl::ReaderMutexLock gate(&gate_);
+  ReaderMutexLock gate(&gate_);
   auto& fault_file = static_cast<FaultFile&>(file);
-  absl::MutexLock io(&fault_file.state().io_mu);
+  MutexLock io(&fault_file.state().io_mu);
 
   size_t allowed = 0;
   bool injected = false;
@@ -319,7 +319,7 @@ Status FaultFileSystem::WriteBatch(File& file, std::span<const WriteOp> ops, Syn
   std::vector<WriteOp> done(ops.begin(), ops.begin() + allowed);
   bool partial;
   {
-    absl::MutexLock lock(&mu_);
+    MutexLock lock(&mu_);
     partial = partial_failed_writes_;
   }
   if (partial) {
@@ -336,9 +336,9 @@ Status FaultFileSystem::WriteBatch(File& file, std::span<const WriteOp> ops, Syn
 }
 
 Status FaultFileSystem::SyncData(File& file) {
-  absl::ReaderMutexLock gate(&gate_);
+  ReaderMutexLock gate(&gate_);
   auto& fault_file = static_cast<FaultFile&>(file);
-  absl::MutexLock io(&fault_file.state().io_mu);
+  MutexLock io(&fault_file.state().io_mu);
   bool injected;
   SPOOL_RETURN_IF_ERROR(BeginFileOp(OpKind::kSync, fault_file, &injected));
   Status status = base_->SyncData(fault_file.base());
@@ -348,7 +348,7 @@ Status FaultFileSystem::SyncData(File& file) {
 
 Status FaultFileSystem::Read(File& file, uint64_t offset, std::span<std::byte> out,
                              size_t* bytes_read) {
-  absl::ReaderMutexLock gate(&gate_);
+  ReaderMutexLock gate(&gate_);
   auto& fault_file = static_cast<FaultFile&>(file);
   bool injected;
   SPOOL_RETURN_IF_ERROR(BeginFileOp(OpKind::kRead, fault_file, &injected));
@@ -356,10 +356,10 @@ Status FaultFileSystem::Read(File& file, uint64_t offset, std::span<std::byte> o
 }
 
 StatusOr<uint64_t> FaultFileSystem::Size(File& file) {
-  absl::ReaderMutexLock gate(&gate_);
+  ReaderMutexLock gate(&gate_);
   auto& fault_file = static_cast<FaultFile&>(file);
   {
-    absl::MutexLock lock(&mu_);
+    MutexLock lock(&mu_);
     if (crashed_) return IoError("simulated crash: size " + file.path());
     if (fault_file.epoch() != epoch_) {
       return IoError("file opened before a simulated crash: " + file.path());
@@ -369,9 +369,9 @@ StatusOr<uint64_t> FaultFileSystem::Size(File& file) {
 }
 
 Status FaultFileSystem::ZeroFill(File& file, uint64_t size) {
-  absl::ReaderMutexLock gate(&gate_);
+  ReaderMutexLock gate(&gate_);
   auto& fault_file = static_cast<FaultFile&>(file);
-  absl::MutexLock io(&fault_file.state().io_mu);
+  MutexLock io(&fault_file.state().io_mu);
   bool injected;
   SPOOL_RETURN_IF_ERROR(BeginFileOp(OpKind::kZeroFill, fault_file, &injected));
   // ZeroFill syncs the data, so it also makes every earlier write durable.
@@ -381,9 +381,9 @@ Status FaultFileSystem::ZeroFill(File& file, uint64_t size) {
 }
 
 Status FaultFileSystem::Truncate(File& file, uint64_t size) {
-  absl::ReaderMutexLock gate(&gate_);
+  ReaderMutexLock gate(&gate_);
   auto& fault_file = static_cast<FaultFile&>(file);
-  absl::MutexLock io(&fault_file.state().io_mu);
+  MutexLock io(&fault_file.state().io_mu);
   bool injected;
   SPOOL_RETURN_IF_ERROR(BeginFileOp(OpKind::kTruncate, fault_file, &injected));
   // Truncate fsyncs, so it also makes every earlier write durable.
@@ -434,7 +434,7 @@ void FaultFileSystem::MovePaths(const std::string& from, const std::string& to) 
 }
 
 Status FaultFileSystem::Rename(const std::string& from, const std::string& to) {
-  absl::ReaderMutexLock gate(&gate_);
+  ReaderMutexLock gate(&gate_);
   SPOOL_RETURN_IF_ERROR(BeginOp(OpKind::kRename, from, to));
   const std::string from_key = NormalizePath(from);
   const std::string to_key = NormalizePath(to);
@@ -450,7 +450,7 @@ Status FaultFileSystem::Rename(const std::string& from, const std::string& to) {
   }
   SPOOL_RETURN_IF_ERROR(base_->Rename(from, to));
 
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   DirOp op;
   op.type = DirOp::Type::kRename;
   op.path = from_key;
@@ -471,25 +471,25 @@ Status FaultFileSystem::Rename(const std::string& from, const std::string& to) {
 }
 
 Status FaultFileSystem::SyncDir(const std::string& dir) {
-  absl::ReaderMutexLock gate(&gate_);
+  ReaderMutexLock gate(&gate_);
   SPOOL_RETURN_IF_ERROR(BeginOp(OpKind::kSyncDir, dir));
   SPOOL_RETURN_IF_ERROR(base_->SyncDir(dir));
   const std::string key = NormalizePath(dir);
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   for (DirOp& op : dir_ops_) op.pending_dirs.erase(key);
   std::erase_if(dir_ops_, [](const DirOp& op) { return op.pending_dirs.empty(); });
   return Status::Ok();
 }
 
 Status FaultFileSystem::Unlink(const std::string& path) {
-  absl::ReaderMutexLock gate(&gate_);
+  ReaderMutexLock gate(&gate_);
   SPOOL_RETURN_IF_ERROR(BeginOp(OpKind::kUnlink, path));
   // Unreadable (missing, a directory, no permission): the unlink cannot be undone on crash.
   StatusOr<std::string> content = ReadWholeFile(path);
   SPOOL_RETURN_IF_ERROR(base_->Unlink(path));
 
   const std::string key = NormalizePath(path);
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   DirOp op;
   op.type = DirOp::Type::kUnlink;
   op.path = key;
@@ -508,32 +508,32 @@ Status FaultFileSystem::Unlink(const std::string& path) {
 }
 
 Status FaultFileSystem::CreateDir(const std::string& path) {
-  absl::ReaderMutexLock gate(&gate_);
+  ReaderMutexLock gate(&gate_);
   SPOOL_RETURN_IF_ERROR(BeginOp(OpKind::kCreateDir, path));
   return base_->CreateDir(path);
 }
 
 StatusOr<std::vector<std::string>> FaultFileSystem::ListDir(const std::string& dir) {
-  absl::ReaderMutexLock gate(&gate_);
+  ReaderMutexLock gate(&gate_);
   SPOOL_RETURN_IF_ERROR(BeginOp(OpKind::kListDir, dir));
   return base_->ListDir(dir);
 }
 
 StatusOr<bool> FaultFileSystem::Exists(const std::string& path) {
-  absl::ReaderMutexLock gate(&gate_);
+  ReaderMutexLock gate(&gate_);
   SPOOL_RETURN_IF_ERROR(CheckNotCrashed("exists", path));
   return base_->Exists(path);
 }
 
 StatusOr<SpaceInfo> FaultFileSystem::GetSpace(const std::string& path) {
-  absl::ReaderMutexLock gate(&gate_);
+  ReaderMutexLock gate(&gate_);
   SPOOL_RETURN_IF_ERROR(BeginOp(OpKind::kSpace, path));
   return base_->GetSpace(path);
 }
 
 StatusOr<std::unique_ptr<FileLock>> FaultFileSystem::LockFile(const std::string& path,
                                                               std::string_view holder) {
-  absl::ReaderMutexLock gate(&gate_);
+  ReaderMutexLock gate(&gate_);
   SPOOL_RETURN_IF_ERROR(BeginOp(OpKind::kLock, path));
   return base_->LockFile(path, holder);
 }
@@ -631,8 +631,8 @@ Status FaultFileSystem::UndoWrites(FileState& state, CrashMode mode, std::mt1993
 }
 
 Status FaultFileSystem::SimulateCrash(CrashMode mode, uint64_t seed) {
-  absl::WriterMutexLock gate(&gate_);
-  absl::MutexLock lock(&mu_);
+  WriterMutexLock gate(&gate_);
+  MutexLock lock(&mu_);
   if (crashed_) return FailedPreconditionError("SimulateCrash: already crashed");
   crashed_ = true;
   ++epoch_;
@@ -660,8 +660,8 @@ Status FaultFileSystem::SimulateCrash(CrashMode mode, uint64_t seed) {
 }
 
 void FaultFileSystem::ResetAfterCrash() {
-  absl::WriterMutexLock gate(&gate_);
-  absl::MutexLock lock(&mu_);
+  WriterMutexLock gate(&gate_);
+  MutexLock lock(&mu_);
   crashed_ = false;
   ++epoch_;
   files_.clear();

@@ -50,9 +50,9 @@
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
-#include "absl/synchronization/mutex.h"
 #include "io/file_system.h"
 #include "spool/status.h"
+#include "util/mutex.h"
 
 namespace spool::io {
 
@@ -208,9 +208,9 @@ class FaultFileSystem : public FileSystem {
   // Held shared by every operation for its whole duration and exclusively by
   // SimulateCrash()/ResetAfterCrash(), so that no operation overlaps the undo. Lock order:
   // gate_, then a FileState's io_mu, then mu_.
-  absl::Mutex gate_;
+  Mutex gate_;
 
-  mutable absl::Mutex mu_;
+  mutable Mutex mu_;
   std::array<uint64_t, kOpKindCount> counts_ ABSL_GUARDED_BY(mu_){};
   std::array<Rule, kOpKindCount> rules_ ABSL_GUARDED_BY(mu_){};
   std::string path_filter_ ABSL_GUARDED_BY(mu_);

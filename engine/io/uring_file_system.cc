@@ -140,7 +140,7 @@ UringFileSystem::~UringFileSystem() = default;
 StatusOr<std::unique_ptr<UringFileSystem::Ring>> UringFileSystem::AcquireRing(
     std::string_view path) {
   {
-    absl::MutexLock lock(&mu_);
+    MutexLock lock(&mu_);
     if (!idle_rings_.empty()) {
       std::unique_ptr<Ring> ring = std::move(idle_rings_.back());
       idle_rings_.pop_back();
@@ -153,7 +153,7 @@ StatusOr<std::unique_ptr<UringFileSystem::Ring>> UringFileSystem::AcquireRing(
 
 void UringFileSystem::ReleaseRing(std::unique_ptr<Ring> ring) {
   {
-    absl::MutexLock lock(&mu_);
+    MutexLock lock(&mu_);
     if (idle_rings_.size() < kMaxIdleRings) {
       idle_rings_.push_back(std::move(ring));
       return;

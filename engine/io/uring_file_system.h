@@ -16,10 +16,10 @@
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
-#include "absl/synchronization/mutex.h"
 #include "io/file_system.h"
 #include "io/posix_file_system.h"
 #include "spool/status.h"
+#include "util/mutex.h"
 
 namespace spool::io {
 
@@ -68,7 +68,7 @@ class UringFileSystem : public PosixFileSystem {
   static Status NoSqe(RingLease& lease, std::string_view path);
 
   const unsigned ring_entries_;
-  absl::Mutex mu_;
+  Mutex mu_;
   std::vector<std::unique_ptr<Ring>> idle_rings_ ABSL_GUARDED_BY(mu_);
 };
 

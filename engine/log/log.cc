@@ -150,6 +150,13 @@ StatusOr<std::unique_ptr<Log>> Log::Open(io::FileSystem* fs, const std::string& 
   std::unique_ptr<Log> log(new Log(fs, dir, options));
   std::vector<Record> survivors;
   SPOOL_RETURN_IF_ERROR(log->Recover(visitor, report, &survivors));
+  if (options.read_only) {
+    // Nothing may be written: hand out the records past a torn tail where they are.
+    for (const Record& r : survivors) {
+      if (visitor) SPOOL_RETURN_IF_ERROR(visitor(r));
+    }
+    return log;
+  }
   log->writer_ = std::thread([l = log.get()] { l->WriterLoop(); });
   log->completer_ = std::thread([l = log.get()] { l->CompleterLoop(); });
   log->preallocator_ = std::thread([l = log.get()] { l->PreallocatorLoop(); });
@@ -165,7 +172,7 @@ StatusOr<std::unique_ptr<Log>> Log::Open(io::FileSystem* fs, const std::string& 
 
 Log::~Log() {
   {
-    absl::MutexLock l(&mu_);
+    MutexLock l(&mu_);
     closing_ = true;
   }
   if (writer_.joinable()) writer_.join();  // drains, then stops the I/O workers
@@ -187,13 +194,13 @@ Status Log::Recover(const RecoveryVisitor& visitor, RecoveryReport* report,
   };
   std::vector<Candidate> valid;
   std::vector<Segment*> bad_header;
-  absl::MutexLock lock(&mu_);
+  MutexLock lock(&mu_);
   for (const std::string& name : names) {
     uint32_t slot;
     const std::string path = dir_ + "/" + name;
     if (name.starts_with(kSegmentPrefix) && name.ends_with(".tmp")) {
       // A segment the preallocator did not finish: never held data.
-      SPOOL_RETURN_IF_ERROR(fs_->Unlink(path));
+      if (!options_.read_only) SPOOL_RETURN_IF_ERROR(fs_->Unlink(path));
       continue;
     }
     if (!ParseSegmentFileName(name, &slot)) continue;
@@ -317,7 +324,15 @@ Status Log::Recover(const RecoveryVisitor& visitor, RecoveryReport* report,
     uint64_t end = kSegmentDataStart;
     uint64_t batch = 0;
     mu_.Unlock();  // the visitor may take its own locks; nothing else runs yet
-    Status s = ScanSegment(seg, limit, exact, visitor, report, &end, &batch, survivors);
+    Status s = Status::Ok();
+    if (exact && seg.seq < options_.replay_from.segment) {
+      end = limit;  // wholly before the checkpoint and bounded by its successor: skip
+    } else if (!exact && seg.seq < options_.replay_from.segment && &c != &valid.back()) {
+      end = seg.size;  // before the checkpoint; its successor was recycled
+    } else {
+      s = ScanSegment(seg, limit, exact, options_.replay_from, visitor, report, &end, &batch,
+                      survivors);
+    }
     mu_.Lock();
     SPOOL_RETURN_IF_ERROR(s);
     seg.end = end;
@@ -335,9 +350,9 @@ Status Log::Recover(const RecoveryVisitor& visitor, RecoveryReport* report,
   return Status::Ok();
 }
 
-Status Log::ScanSegment(Segment& seg, uint64_t limit, bool exact, const RecoveryVisitor& visitor,
-                        RecoveryReport* report, uint64_t* end, uint64_t* last_batch,
-                        std::vector<Record>* survivors) {
+Status Log::ScanSegment(Segment& seg, uint64_t limit, bool exact, const Location& from,
+                        const RecoveryVisitor& visitor, RecoveryReport* report, uint64_t* end,
+                        uint64_t* last_batch, std::vector<Record>* survivors) {
   const uint64_t epoch = seg.seq;
   const size_t view_size = std::max<size_t>(8u << 20, options_.batch_capacity + kBlockSize);
   std::vector<std::byte> buf(view_size);
@@ -395,7 +410,9 @@ Status Log::ScanSegment(Segment& seg, uint64_t limit, bool exact, const Recovery
       SPOOL_ASSIGN_OR_RETURN(const std::byte* r, view(pos, footprint));
       if (r != nullptr &&
           PayloadIntact(h, {r + sizeof(RecordHeader), static_cast<size_t>(h.payload_size)})) {
-        if (h.type != static_cast<uint8_t>(RecordType::kPadding) && (visitor || in_torn_tail)) {
+        const bool wanted =
+            visitor && (seg.seq > from.segment || (seg.seq == from.segment && pos >= from.offset));
+        if (h.type != static_cast<uint8_t>(RecordType::kPadding) && (wanted || in_torn_tail)) {
           Record rec;
           rec.type = static_cast<RecordType>(h.type);
           rec.id = {h.id_hi, h.id_lo};
@@ -502,7 +519,7 @@ StatusOr<Log::Segment*> Log::NewSegmentFile(uint32_t slot) {
   SPOOL_RETURN_IF_ERROR(fs_->SyncDir(dir_));
   SPOOL_ASSIGN_OR_RETURN(seg->file, fs_->Open(seg->path, io::OpenOptions{}));
   Segment* raw = seg.get();
-  absl::MutexLock l(&mu_);
+  MutexLock l(&mu_);
   segments_.push_back(std::move(seg));
   return raw;
 }
@@ -563,7 +580,7 @@ void Log::PreallocatorLoop() {
   for (;;) {
     uint32_t slot;
     {
-      absl::MutexLock l(&mu_);
+      MutexLock l(&mu_);
       auto needed = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
         return closing_ || static_cast<int>(free_.size()) < std::max(1, options_.ready_segments);
       };
@@ -573,7 +590,7 @@ void Log::PreallocatorLoop() {
       ++preallocating_;
     }
     StatusOr<Segment*> seg = NewSegmentFile(slot);
-    absl::MutexLock l(&mu_);
+    MutexLock l(&mu_);
     --preallocating_;
     if (seg.ok()) {
       free_.push_back(*seg);
@@ -595,7 +612,7 @@ void Log::PreallocatorLoop() {
 Status Log::Recycle(uint64_t seq) {
   Segment* seg = nullptr;
   {
-    absl::MutexLock l(&mu_);
+    MutexLock l(&mu_);
     for (auto& s : segments_) {
       if (s->seq == seq && s->state == Segment::State::kSealed) seg = s.get();
     }
@@ -609,7 +626,7 @@ Status Log::Recycle(uint64_t seq) {
   std::memset(block.get(), 0, kBlockSize);
   io::WriteOp op{0, block.get(), kBlockSize};
   Status s = fs_->WriteBatch(*seg->file, {&op, 1}, io::Sync::kData);
-  absl::MutexLock l(&mu_);
+  MutexLock l(&mu_);
   if (!s.ok()) {
     // The header may or may not be zero now; the segment stays out of use, and its old
     // records are void either way because nothing live refers to them.
@@ -622,8 +639,32 @@ Status Log::Recycle(uint64_t seq) {
   return Status::Ok();
 }
 
+Status Log::ScanSealed(uint64_t seq, const RecoveryVisitor& visitor, std::vector<Damage>* damage) {
+  Segment* seg = nullptr;
+  uint64_t end = 0;
+  {
+    MutexLock l(&mu_);
+    for (auto& s : segments_) {
+      if (s->seq == seq && s->state == Segment::State::kSealed) seg = s.get();
+    }
+    if (seg == nullptr) {
+      return InvalidArgumentError("segment " + std::to_string(seq) + " is not sealed in " + dir_);
+    }
+    end = seg->end;
+  }
+  RecoveryReport report;
+  uint64_t scanned_end = 0, last_batch = 0;
+  std::vector<Record> unused;
+  SPOOL_RETURN_IF_ERROR(ScanSegment(*seg, end, true, Location{}, visitor, &report, &scanned_end,
+                                    &last_batch, &unused));
+  if (damage != nullptr) {
+    damage->insert(damage->end(), report.damage.begin(), report.damage.end());
+  }
+  return Status::Ok();
+}
+
 std::vector<uint64_t> Log::LiveSegments() const {
-  absl::MutexLock l(&mu_);
+  MutexLock l(&mu_);
   std::vector<uint64_t> out;
   for (const auto& s : segments_) {
     if (s->state == Segment::State::kSealed || s->state == Segment::State::kActive) {
@@ -635,7 +676,7 @@ std::vector<uint64_t> Log::LiveSegments() const {
 }
 
 uint64_t Log::ActiveSegment() const {
-  absl::MutexLock l(&mu_);
+  MutexLock l(&mu_);
   return active_ ? active_->seq : 0;
 }
 
@@ -655,11 +696,15 @@ void Log::AppendAsync(std::span<const AppendRecord> records, AppendCallback done
          {});
     return;
   }
+  if (options_.read_only) {
+    done(FailedPreconditionError("the log of " + dir_ + " is open read-only"), {});
+    return;
+  }
   Batch* batch = nullptr;
   size_t offset = 0;
   Status refused;
   {
-    absl::MutexLock l(&mu_);
+    MutexLock l(&mu_);
     const absl::Time deadline = absl::Now() + absl::Milliseconds(options_.max_wait_ms);
     for (;;) {
       if (!fault_.ok()) {
@@ -700,7 +745,7 @@ void Log::AppendAsync(std::span<const AppendRecord> records, AppendCallback done
       uint64_t off = offset;
       for (const AppendRecord& r : records) {
         batch->offsets.push_back(static_cast<uint32_t>(off));
-        batch->records.push_back({r.type, r.id, {}});
+        batch->records.push_back({r.type, r.id, {}, r.context});
         off += RecordFootprint(r.payload_size());
       }
       batch->waiters.push_back({std::move(done), first, static_cast<uint32_t>(records.size())});
@@ -717,17 +762,11 @@ void Log::AppendAsync(std::span<const AppendRecord> records, AppendCallback done
     if (r.part_count == 1) {
       EncodeRecord(dst, r.type, r.id, r.parts[0]);
     } else {
-      std::string joined;
-      joined.reserve(payload);
-      for (int i = 0; i < r.part_count; ++i) {
-        joined.append(reinterpret_cast<const char*>(r.parts[i].data()), r.parts[i].size());
-      }
-      EncodeRecord(dst, r.type, r.id,
-                   {reinterpret_cast<const std::byte*>(joined.data()), joined.size()});
+      EncodeRecordParts(dst, r.type, r.id, {r.parts, static_cast<size_t>(r.part_count)});
     }
     dst += RecordFootprint(payload);
   }
-  absl::MutexLock l(&mu_);
+  MutexLock l(&mu_);
   --batch->encoding;
 }
 
@@ -751,7 +790,7 @@ void Log::SetDurableHook(std::function<void(std::span<const CommittedRecord>)> h
 
 void Log::WriterLoop() {
   const size_t window = static_cast<size_t>(std::max(1, options_.max_inflight));
-  absl::MutexLock l(&mu_);
+  MutexLock l(&mu_);
   for (;;) {
     // The next batch to place and whether it can be placed now: a batch that needs a new
     // segment waits until nothing is in flight, so that the new segment's header states
@@ -888,7 +927,7 @@ void Log::IoWorkerLoop() {
   for (;;) {
     Batch* b;
     {
-      absl::MutexLock l(&mu_);
+      MutexLock l(&mu_);
       auto work = [this]()
                       ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return !io_queue_.empty() || io_stop_; };
       mu_.Await(absl::Condition(&work));
@@ -897,7 +936,7 @@ void Log::IoWorkerLoop() {
       io_queue_.pop_front();
     }
     Status s = WritePlaced(*b);
-    absl::MutexLock l(&mu_);
+    MutexLock l(&mu_);
     b->status = s;
     b->io_done = true;
   }
@@ -988,7 +1027,7 @@ void Log::CompleterLoop() {
   for (;;) {
     Batch* batch;
     {
-      absl::MutexLock l(&mu_);
+      MutexLock l(&mu_);
       auto work = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
         return !written_.empty() || writer_done_;
       };
@@ -998,7 +1037,7 @@ void Log::CompleterLoop() {
       written_.pop_front();
     }
     FinishBatch(*batch, batch->status, batch->locations);
-    absl::MutexLock l(&mu_);
+    MutexLock l(&mu_);
     batch->Reset();
     idle_.push_back(batch);
   }
@@ -1023,7 +1062,7 @@ StatusOr<Record> Log::Read(const Location& location, const RecordId* expected_id
   io::File* file = nullptr;
   std::string path;
   {
-    absl::ReaderMutexLock l(&mu_);
+    ReaderMutexLock l(&mu_);
     for (const auto& s : segments_) {
       if (s->seq == location.segment &&
           (s->state == Segment::State::kSealed || s->state == Segment::State::kActive)) {
@@ -1070,18 +1109,18 @@ StatusOr<Record> Log::Read(const Location& location, const RecordId* expected_id
 }
 
 Status Log::health() const {
-  absl::MutexLock l(&mu_);
+  MutexLock l(&mu_);
   return fault_;
 }
 
 void Log::ClearFault() {
-  absl::MutexLock l(&mu_);
+  MutexLock l(&mu_);
   fault_ = Status::Ok();
   prealloc_error_ = Status::Ok();
 }
 
 LogStats Log::Stats() const {
-  absl::MutexLock l(&mu_);
+  MutexLock l(&mu_);
   LogStats s = stats_;
   s.segment_size = options_.segment_size;
   for (const auto& seg : segments_) {

@@ -42,14 +42,22 @@
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
-#include "absl/synchronization/mutex.h"
 #include "io/file_system.h"
 #include "log/format.h"
 #include "log/record.h"
 #include "spool/status.h"
 #include "util/histogram.h"
+#include "util/mutex.h"
 
 namespace spool::log {
+
+// Where a record lives: its segment's sequence number (its epoch), offset and footprint.
+struct Location {
+  uint64_t segment = 0;
+  uint64_t offset = 0;
+  uint32_t size = 0;
+  friend bool operator==(const Location&, const Location&) = default;
+};
 
 struct LogOptions {
   // Every segment file has this size. REQUIRES: a multiple of kBlockSize, >= 2 blocks
@@ -71,17 +79,14 @@ struct LogOptions {
   // the device serves in parallel; otherwise buffered writes + fdatasync.
   bool direct_io = false;
   size_t direct_io_piece = 512u << 10;
+  // Open without writing anything: no appends, no pre-formatting, no tail rewrite.
+  bool read_only = false;
+  // Recovery hands the visitor only records at or after this position (the index
+  // checkpoint); segments wholly before it are not scanned at all.
+  Location replay_from;
   // Written into segment headers and checked at open.
   uint64_t spool_id = 0;
   uint32_t shard = 0;
-};
-
-// Where a record lives: its segment's sequence number (its epoch), offset and footprint.
-struct Location {
-  uint64_t segment = 0;
-  uint64_t offset = 0;
-  uint32_t size = 0;
-  friend bool operator==(const Location&, const Location&) = default;
 };
 
 // One record to append. The payload is the concatenation of `parts` (up to 4), so that
@@ -91,6 +96,8 @@ struct AppendRecord {
   RecordId id;
   std::span<const std::byte> parts[4];
   int part_count = 0;
+  // Handed back in CommittedRecord to the durable hook; not interpreted by the log.
+  void* context = nullptr;
 
   uint64_t payload_size() const;
 };
@@ -100,6 +107,7 @@ struct CommittedRecord {
   RecordType type;
   RecordId id;
   Location location;
+  void* context;  // AppendRecord::context
 };
 
 // Called with the status and, on success, the location of each appended record in order.
@@ -196,6 +204,10 @@ class Log {
   // active segment. The header is zeroed and synced before the segment can be reused.
   Status Recycle(uint64_t seq);
 
+  // Reads the records of sealed segment `seq` in order, verifying each, for reclamation
+  // and scrubbing. Damage is reported in *damage (may be null) and skipped.
+  Status ScanSealed(uint64_t seq, const RecoveryVisitor& visitor, std::vector<Damage>* damage);
+
   // Sequence numbers of the segments that hold data, oldest first, and the active one.
   std::vector<uint64_t> LiveSegments() const;
   uint64_t ActiveSegment() const;
@@ -219,9 +231,9 @@ class Log {
 
   Status Recover(const RecoveryVisitor& visitor, RecoveryReport* report,
                  std::vector<Record>* survivors);
-  Status ScanSegment(Segment& seg, uint64_t limit, bool exact, const RecoveryVisitor& visitor,
-                     RecoveryReport* report, uint64_t* end, uint64_t* last_batch,
-                     std::vector<Record>* survivors);
+  Status ScanSegment(Segment& seg, uint64_t limit, bool exact, const Location& from,
+                     const RecoveryVisitor& visitor, RecoveryReport* report, uint64_t* end,
+                     uint64_t* last_batch, std::vector<Record>* survivors);
   StatusOr<Segment*> NewSegmentFile(uint32_t slot);
   Status ActivateSegment(Segment* seg) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   StatusOr<Segment*> TakeFreeSegment() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -244,7 +256,7 @@ class Log {
   const std::string dir_;
   const LogOptions options_;
 
-  mutable absl::Mutex mu_;
+  mutable Mutex mu_;
   std::vector<std::unique_ptr<Segment>> segments_ ABSL_GUARDED_BY(mu_);  // every file, by slot
   std::deque<Segment*> free_ ABSL_GUARDED_BY(mu_);                       // ready for activation
   Segment* active_ ABSL_GUARDED_BY(mu_) = nullptr;                       // appends go here

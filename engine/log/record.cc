@@ -1,5 +1,6 @@
 #include "log/record.h"
 
+#define XXH_STATIC_LINKING_ONLY  // XXH3_state_t on the stack
 #include <xxhash.h>
 
 #include <algorithm>
@@ -30,6 +31,32 @@ void EncodeRecord(std::byte* dst, RecordType type, RecordId id,
   if (!payload.empty()) std::memcpy(dst + sizeof(h), payload.data(), payload.size());
   const uint64_t end = sizeof(h) + payload.size();
   std::memset(dst + end, 0, RecordFootprint(payload.size()) - end);
+}
+
+void EncodeRecordParts(std::byte* dst, RecordType type, RecordId id,
+                       std::span<const std::span<const std::byte>> parts) {
+  XXH3_state_t state;
+  XXH3_64bits_reset(&state);
+  uint64_t size = 0;
+  std::byte* p = dst + sizeof(RecordHeader);
+  for (const auto& part : parts) {
+    if (part.empty()) continue;
+    std::memcpy(p, part.data(), part.size());
+    XXH3_64bits_update(&state, part.data(), part.size());
+    p += part.size();
+    size += part.size();
+  }
+  RecordHeader h{};
+  h.magic = kRecordMagic;
+  h.type = static_cast<uint8_t>(type);
+  h.header_size = sizeof(RecordHeader);
+  h.payload_size = static_cast<uint32_t>(size);
+  h.id_hi = id.hi;
+  h.id_lo = id.lo;
+  h.payload_hash = XXH3_64bits_digest(&state);
+  std::memcpy(dst, &h, sizeof(h));
+  const uint64_t end = sizeof(h) + size;
+  std::memset(dst + end, 0, RecordFootprint(size) - end);
 }
 
 void FinalizeRecord(std::byte* record, uint64_t epoch, uint64_t batch_seq, uint64_t acked_through,

@@ -34,6 +34,11 @@ uint64_t Hash64(const void* data, size_t size);
 // REQUIRES: dst has RecordFootprint(payload.size()) bytes.
 void EncodeRecord(std::byte* dst, RecordType type, RecordId id, std::span<const std::byte> payload);
 
+// The same with the payload given as the concatenation of `parts`, copied and hashed
+// without joining them first.
+void EncodeRecordParts(std::byte* dst, RecordType type, RecordId id,
+                       std::span<const std::span<const std::byte>> parts);
+
 // Stamps epoch, batch number, the newest acknowledged batch and flags (OR-ed in), and
 // computes the header hash. REQUIRES: acked_through < batch_seq.
 void FinalizeRecord(std::byte* record, uint64_t epoch, uint64_t batch_seq, uint64_t acked_through,

@@ -1,0 +1,1326 @@
+// The Spool: shards of (segment log, RocksDB index), ids, state changes, reads,
+// replay at open and reclamation. The design is in docs/design.md.
+
+#include "spool/spool.h"
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <array>
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstring>
+#include <deque>
+#include <map>
+#include <random>
+#include <thread>
+
+#include "absl/synchronization/mutex.h"
+#include "index/index.h"
+#include "io/file_system.h"
+#include "log/log.h"
+#include "spool/codec.h"
+#include "spool/internal.h"
+#include "spool/logging.h"
+
+namespace spool {
+
+std::string_view MessageStateName(MessageState state) {
+  switch (state) {
+    case MessageState::kQueued:
+      return "queued";
+    case MessageState::kHeld:
+      return "held";
+    case MessageState::kCorrupt:
+      return "corrupt";
+  }
+  return "unknown";
+}
+
+std::string_view RecipientStatusName(RecipientStatus status) {
+  switch (status) {
+    case RecipientStatus::kPending:
+      return "pending";
+    case RecipientStatus::kDelivered:
+      return "delivered";
+    case RecipientStatus::kFailed:
+      return "failed";
+    case RecipientStatus::kDeferred:
+      return "deferred";
+  }
+  return "unknown";
+}
+
+namespace {
+
+using internal::IndexEntry;
+
+// Shard layout.
+constexpr char kMarkerFile[] = "SPOOL";
+constexpr char kLockFile[] = "LOCK";
+constexpr char kLogDir[] = "log";
+constexpr char kIndexDir[] = "index";
+constexpr int kMarkerVersion = 1;
+// The largest commit group: 8 MiB, or a quarter of a small segment.
+uint64_t BatchCapacity(uint64_t segment_size) {
+  return std::min<uint64_t>(8ull << 20, segment_size / 4 / log::kBlockSize * log::kBlockSize);
+}
+// Bodies up to this size are one record; larger ones are streamed as chunks. Half a
+// batch, less room for the envelope.
+uint64_t InlineLimit(uint64_t segment_size) { return BatchCapacity(segment_size) / 2 - 65536; }
+constexpr size_t kLockStripes = 256;
+// Replay writes the index in batches of this many operations.
+constexpr int kReplayBatchOps = 1024;
+
+int64_t NowMs() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+uint64_t NowMicros() {
+  return std::chrono::duration_cast<std::chrono::microseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+log::RecordId ToRecordId(const MessageId& id) { return {id.time(), id.tag()}; }
+
+std::span<const std::byte> AsBytes(std::string_view s) {
+  return {reinterpret_cast<const std::byte*>(s.data()), s.size()};
+}
+
+// Bytes of log that an index entry keeps alive.
+uint64_t Footprint(const IndexEntry& e) {
+  uint64_t n = e.main.size + e.state.size;
+  for (const log::Location& c : e.chunks) n += c.size;
+  return n;
+}
+
+bool References(const IndexEntry& e, const log::Location& loc) {
+  if (e.main == loc || (e.state.segment != 0 && e.state == loc)) return true;
+  return std::find(e.chunks.begin(), e.chunks.end(), loc) != e.chunks.end();
+}
+
+// An index change waiting for its log records to become durable. The durable hook fills
+// the locations of its records (in append order) and applies it.
+struct IndexOp {
+  enum class Slot { kMain, kState };
+  bool remove = false;
+  IndexEntry entry;               // the new entry, or the removed one
+  std::optional<IndexEntry> old;  // the entry replaced
+  std::vector<Slot> slots;        // what each appended record of this op is
+  std::vector<log::Location> locations;
+};
+
+struct Shard {
+  uint32_t number = 0;
+  std::string dir;
+  std::unique_ptr<io::FileLock> lock;
+  std::unique_ptr<log::Log> log;
+  std::unique_ptr<index::Index> index;
+
+  absl::Mutex mu;
+  Status index_fault ABSL_GUARDED_BY(mu);  // a failed index write: the shard refuses
+  bool dirty ABSL_GUARDED_BY(mu) = false;  // index written since the last flush
+
+  std::atomic<int64_t> messages{0};
+  std::atomic<int64_t> body_bytes{0};
+  std::atomic<int64_t> live_bytes{0};
+  std::atomic<bool> counted{false};  // the counters above include the start-up scan
+};
+
+class SpoolImpl;
+
+class BodyWriterImpl : public BodyWriter {
+ public:
+  BodyWriterImpl(SpoolImpl* spool, Shard* shard, MessageInfo info)
+      : spool_(spool), shard_(shard), info_(std::move(info)) {}
+  ~BodyWriterImpl() override { Abort(); }
+  Status Append(std::string_view piece) override;
+  StatusOr<MessageId> Commit() override;
+  void Abort() override { done_ = true; }
+
+ private:
+  Status WriteChunk(std::string_view chunk);
+
+  SpoolImpl* spool_;
+  Shard* shard_;
+  MessageInfo info_;
+  std::string pending_;
+  std::vector<log::Location> chunks_;
+  bool done_ = false;
+};
+
+class SpoolImpl : public Spool {
+ public:
+  SpoolImpl(const Options& options, io::FileSystem* fs) : options_(options), fs_(fs) {
+    std::random_device rd;
+    nonce_ = ((uint64_t{rd()} << 32) | rd()) & ((uint64_t{1} << 48) - 1);
+  }
+  ~SpoolImpl() override;
+
+  Status Init();
+  // As after a crash: the index is not flushed at close.
+  void SetCrashOnClose() { crash_on_close_ = true; }
+  uint64_t inline_limit() const { return inline_limit_; }
+
+  StatusOr<MessageId> Enqueue(const Envelope& envelope, std::string_view body) override;
+  void EnqueueAsync(const Envelope& envelope, std::string_view body, EnqueueCallback done) override;
+  StatusOr<std::unique_ptr<BodyWriter>> BeginMessage(const Envelope& envelope) override;
+  StatusOr<MessageInfo> Get(const MessageId& id) override;
+  StatusOr<std::string> ReadBody(const MessageId& id) override;
+  Status ReadBodyStream(const MessageId& id,
+                        const std::function<Status(std::string_view)>& sink) override;
+  Status RecordAttempt(const MessageId& id, const AttemptResult& result) override;
+  Status Hold(const MessageId& id) override;
+  Status Release(const MessageId& id) override;
+  Status Requeue(const MessageId& id) override;
+  Status Remove(const MessageId& id) override;
+  StatusOr<std::vector<MessageId>> ScanDue(std::string_view queue, int64_t now_ms,
+                                           size_t limit) override;
+  Status ForEach(const std::function<bool(const MessageInfo&)>& visit) override;
+  Status Admission(uint64_t expected_size) override;
+  Health GetHealth() override;
+  Stats GetStats() override;
+  const Options& options() const override { return options_; }
+
+  // Used by BodyWriterImpl.
+  Status AppendSync(Shard& shard, std::span<const log::AppendRecord> records,
+                    std::vector<log::Location>* locations);
+  StatusOr<MessageId> CommitChunked(Shard& shard, MessageInfo info,
+                                    std::vector<log::Location> chunks);
+  StatusOr<MessageId> EnqueueInline(Shard& shard, const MessageInfo& info, std::string_view body);
+
+ private:
+  Status OpenShard(const std::string& dir, uint32_t ordinal, uint64_t* spool_id);
+  Status ReadOrCreateMarker(const std::string& dir, uint32_t ordinal, uint64_t* spool_id,
+                            uint32_t* shard_number);
+  Status Replay(Shard& shard, const log::Record& record, index::Index::Batch* batch,
+                std::map<std::string, std::optional<IndexEntry>>* pending);
+  void OnDurable(Shard& shard, std::span<const log::CommittedRecord> records);
+  Status ShardAdmission(Shard& shard, uint64_t expected_size);
+  StatusOr<Shard*> PickShard(uint64_t expected_size);
+  StatusOr<Shard*> ShardOf(const MessageId& id);
+  MessageInfo NewMessage(const Envelope& envelope, uint64_t size, uint32_t shard);
+  Status WritableCheck() const;
+  // Appends a state record for `id` after `change` edits the info (under the id's lock).
+  Status ChangeState(const MessageId& id, const std::function<Status(MessageInfo* info)>& change);
+  StatusOr<IndexEntry> Lookup(Shard& shard, const MessageId& id);
+  StatusOr<std::string> ReadRecordPayload(Shard& shard, const MessageId& id,
+                                          const log::Location& loc);
+  absl::Mutex& StripeOf(const MessageId& id) {
+    return stripes_[(id.time() ^ (id.tag() * 0x9E3779B97F4A7C15ull)) % kLockStripes];
+  }
+
+  void MaintenanceLoop(Shard* shard);
+  void CountEntries(Shard& shard);
+  // Reclaims the oldest sealed segment if the policy says so; true if it did.
+  StatusOr<bool> ReclaimOldest(Shard& shard);
+  Status Relocate(Shard& shard, const IndexEntry& entry);
+  void BigEnqueueLoop();
+
+  const Options options_;
+  uint64_t inline_limit_ = 0;
+  std::unique_ptr<io::FileSystem> owned_fs_;
+  io::FileSystem* fs_ = nullptr;
+  std::vector<std::unique_ptr<Shard>> shards_;
+  std::map<uint32_t, Shard*> by_number_;
+  std::array<absl::Mutex, kLockStripes> stripes_;
+  std::atomic<uint64_t> last_time_{0};
+  uint64_t nonce_ = 0;
+  std::atomic<uint32_t> next_shard_{0};
+
+  std::atomic<uint64_t> enqueued_{0}, removed_{0}, reclaimed_{0}, relocated_bytes_{0};
+
+  absl::Mutex mu_;
+  bool closing_ ABSL_GUARDED_BY(mu_) = false;
+  std::deque<std::function<void()>> big_queue_ ABSL_GUARDED_BY(mu_);
+  std::vector<std::thread> threads_;
+  bool crash_on_close_ = false;
+};
+
+// ---- Open ----------------------------------------------------------------------------------
+
+Status SpoolImpl::Init() {
+  if (options_.dirs.empty()) return InvalidArgumentError("a spool needs at least one directory");
+  if (options_.segment_size < (1ull << 20) || options_.segment_size % log::kBlockSize != 0) {
+    return InvalidArgumentError("segment_size must be a multiple of 4096 and at least 1 MiB");
+  }
+  inline_limit_ = InlineLimit(options_.segment_size);
+  if (options_.stream_chunk_size == 0 || options_.stream_chunk_size > inline_limit_) {
+    return InvalidArgumentError("stream_chunk_size must be between 1 byte and " +
+                                std::to_string(inline_limit_) + " for this segment size");
+  }
+  io::Backend backend;
+  if (!io::ParseBackend(options_.io_backend, &backend)) {
+    return InvalidArgumentError("unknown io_backend '" + options_.io_backend +
+                                "' (auto, io_uring, posix)");
+  }
+  if (fs_ == nullptr) {
+    SPOOL_ASSIGN_OR_RETURN(owned_fs_, io::NewFileSystem(backend));
+    fs_ = owned_fs_.get();
+  }
+  uint64_t spool_id = 0;
+  for (size_t i = 0; i < options_.dirs.size(); ++i) {
+    SPOOL_RETURN_IF_ERROR(OpenShard(options_.dirs[i], static_cast<uint32_t>(i), &spool_id));
+  }
+  if (!options_.read_only) {
+    for (auto& shard : shards_) {
+      threads_.emplace_back([this, s = shard.get()] { MaintenanceLoop(s); });
+    }
+    threads_.emplace_back([this] { BigEnqueueLoop(); });
+  }
+  return Status::Ok();
+}
+
+Status SpoolImpl::ReadOrCreateMarker(const std::string& dir, uint32_t ordinal, uint64_t* spool_id,
+                                     uint32_t* shard_number) {
+  const std::string marker = dir + "/" + kMarkerFile;
+  SPOOL_ASSIGN_OR_RETURN(bool exists, fs_->Exists(marker));
+  if (exists) {
+    SPOOL_ASSIGN_OR_RETURN(auto f, fs_->Open(marker, io::OpenOptions{.read_only = true}));
+    std::string text(4096, '\0');
+    size_t got = 0;
+    SPOOL_RETURN_IF_ERROR(
+        fs_->Read(*f, 0,
+                  AsBytes(text).size()
+                      ? std::span<std::byte>(reinterpret_cast<std::byte*>(text.data()), text.size())
+                      : std::span<std::byte>(),
+                  &got));
+    text.resize(got);
+    int version = 0;
+    unsigned long long id = 0;
+    unsigned shard = 0;
+    if (std::sscanf(text.c_str(), "spool format %d\nspool id %llu\nshard %u", &version, &id,
+                    &shard) != 3) {
+      return FailedPreconditionError(dir + " is not a spool: " + marker + " is unreadable");
+    }
+    if (version > kMarkerVersion) {
+      return FailedPreconditionError(dir + " was written by spool format " +
+                                     std::to_string(version) + ", newer than this build's " +
+                                     std::to_string(kMarkerVersion));
+    }
+    if (*spool_id != 0 && id != *spool_id) {
+      return FailedPreconditionError(dir + " belongs to another spool than " + options_.dirs[0]);
+    }
+    *spool_id = id;
+    *shard_number = shard;
+    return Status::Ok();
+  }
+  if (options_.read_only)
+    return FailedPreconditionError(dir + " is not a spool (no " + marker + ")");
+  SPOOL_ASSIGN_OR_RETURN(std::vector<std::string> names, fs_->ListDir(dir));
+  for (const std::string& n : names) {
+    if (n != "lost+found" && n != kLockFile) {
+      return FailedPreconditionError(dir + " is not a spool and not empty (it holds '" + n +
+                                     "'); refusing to use it");
+    }
+  }
+  if (*spool_id == 0) {
+    std::random_device rd;
+    *spool_id = ((uint64_t{rd()} << 32) | rd()) | 1;
+  }
+  *shard_number = ordinal;
+  const std::string text = "spool format " + std::to_string(kMarkerVersion) + "\nspool id " +
+                           std::to_string(*spool_id) + "\nshard " + std::to_string(ordinal) + "\n";
+  const std::string tmp = marker + ".tmp";
+  {
+    SPOOL_ASSIGN_OR_RETURN(auto f, fs_->Open(tmp, io::OpenOptions{.create = true}));
+    io::WriteOp op{0, text.data(), text.size()};
+    SPOOL_RETURN_IF_ERROR(fs_->WriteBatch(*f, {&op, 1}, io::Sync::kData));
+  }
+  SPOOL_RETURN_IF_ERROR(fs_->Rename(tmp, marker));
+  return fs_->SyncDir(dir);
+}
+
+Status SpoolImpl::OpenShard(const std::string& dir, uint32_t ordinal, uint64_t* spool_id) {
+  SPOOL_ASSIGN_OR_RETURN(bool exists, fs_->Exists(dir));
+  if (!exists) {
+    if (!options_.create_if_missing || options_.read_only) {
+      return FailedPreconditionError(dir + " does not exist");
+    }
+    // Create the parents too, like mkdir -p.
+    std::string path;
+    for (size_t pos = 0; pos != std::string::npos;) {
+      pos = dir.find('/', pos + 1);
+      path = dir.substr(0, pos);
+      if (!path.empty()) SPOOL_RETURN_IF_ERROR(fs_->CreateDir(path));
+    }
+  }
+  auto shard = std::make_unique<Shard>();
+  shard->dir = dir;
+  if (exists && !options_.read_only) {
+    // Refuse a directory that is not ours before leaving anything (a lock file) in it.
+    SPOOL_ASSIGN_OR_RETURN(bool marked, fs_->Exists(dir + "/" + kMarkerFile));
+    SPOOL_ASSIGN_OR_RETURN(std::vector<std::string> names, fs_->ListDir(dir));
+    for (const std::string& n : names) {
+      if (!marked && n != "lost+found" && n != kLockFile) {
+        return FailedPreconditionError(dir + " is not a spool and not empty (it holds '" + n +
+                                       "'); refusing to use it");
+      }
+    }
+  }
+  if (!options_.read_only) {
+    std::string holder = options_.lock_holder;
+    if (holder.empty()) holder = "pid " + std::to_string(getpid());
+    SPOOL_ASSIGN_OR_RETURN(shard->lock, fs_->LockFile(dir + "/" + kLockFile, holder));
+  }
+  SPOOL_RETURN_IF_ERROR(ReadOrCreateMarker(dir, ordinal, spool_id, &shard->number));
+  if (by_number_.count(shard->number) != 0) {
+    return FailedPreconditionError(dir + " is shard " + std::to_string(shard->number) + ", like " +
+                                   by_number_[shard->number]->dir);
+  }
+  const std::string log_dir = dir + "/" + kLogDir;
+  if (!options_.read_only) SPOOL_RETURN_IF_ERROR(fs_->CreateDir(log_dir));
+  SPOOL_ASSIGN_OR_RETURN(shard->index,
+                         index::Index::Open(dir + "/" + kIndexDir, options_.read_only));
+  SPOOL_ASSIGN_OR_RETURN(log::Location checkpoint, shard->index->Checkpoint());
+
+  log::LogOptions lo;
+  lo.segment_size = options_.segment_size;
+  lo.batch_capacity = BatchCapacity(options_.segment_size);
+  lo.max_wait_ms = options_.max_commit_wait_ms;
+  lo.spool_id = *spool_id;
+  lo.shard = shard->number;
+  lo.read_only = options_.read_only;
+  lo.replay_from = checkpoint;
+  lo.direct_io = options_.direct_io;
+  if (lo.direct_io && !options_.read_only) {
+    // tmpfs and some network filesystems refuse O_DIRECT: use buffered I/O there.
+    const std::string probe = log_dir + "/direct-probe";
+    StatusOr<std::unique_ptr<io::File>> f =
+        fs_->Open(probe, io::OpenOptions{.create = true, .direct = true});
+    if (!f.ok()) {
+      lo.direct_io = false;
+      Log(LogLevel::kInfo, dir + ": O_DIRECT unavailable (" + f.status().ToString() +
+                               "); using buffered writes + fdatasync");
+    }
+    f = Status(Code::kInternal, "closed");
+    fs_->Unlink(probe).IgnoreError();  // a leftover probe file is harmless
+  }
+
+  Shard* s = shard.get();
+  auto batch = std::make_unique<index::Index::Batch>(*s->index);
+  std::map<std::string, std::optional<IndexEntry>> pending;
+  log::Location last;
+  Status replay_status;
+  log::RecoveryReport report;
+  StatusOr<std::unique_ptr<log::Log>> opened = log::Log::Open(
+      fs_, log_dir, lo,
+      [&](const log::Record& r) -> Status {
+        SPOOL_RETURN_IF_ERROR(Replay(*s, r, batch.get(), &pending));
+        last = {r.location.segment, r.location.offset + r.location.size, 0};
+        if (batch->empty() || pending.size() < kReplayBatchOps) return Status::Ok();
+        batch->SetCheckpoint(last);
+        SPOOL_RETURN_IF_ERROR(s->index->Write(*batch));
+        batch = std::make_unique<index::Index::Batch>(*s->index);
+        pending.clear();
+        return Status::Ok();
+      },
+      &report);
+  SPOOL_RETURN_IF_ERROR(opened.status().WithContext("shard " + dir));
+  shard->log = std::move(opened).value();
+  if (last.segment != 0) batch->SetCheckpoint(last);
+  SPOOL_RETURN_IF_ERROR(s->index->Write(*batch));
+  if (!options_.read_only) SPOOL_RETURN_IF_ERROR(s->index->Flush());
+  for (const log::Damage& d : report.damage) {
+    Log(LogLevel::kError, dir + ": " + d.kind + " in segment " + std::to_string(d.segment) +
+                              " at offset " + std::to_string(d.offset) + ": " + d.detail +
+                              " (run spool-fsck)");
+  }
+  if (report.torn_tail_bytes > 0) {
+    Log(LogLevel::kInfo, dir + ": log ended in a torn write of " +
+                             std::to_string(report.torn_tail_bytes) +
+                             " bytes (an unacknowledged commit cut short by a crash)");
+  }
+  if (!options_.read_only) {
+    shard->log->SetDurableHook(
+        [this, s](std::span<const log::CommittedRecord> records) { OnDurable(*s, records); });
+  }
+  by_number_[shard->number] = shard.get();
+  shards_.push_back(std::move(shard));
+  return Status::Ok();
+}
+
+// Applies one log record to the index, as the live path would have.
+Status SpoolImpl::Replay(Shard& shard, const log::Record& r, index::Index::Batch* batch,
+                         std::map<std::string, std::optional<IndexEntry>>* pending) {
+  const MessageId id(r.id.hi, r.id.lo);
+  const std::string key = internal::IdKey(id);
+  std::optional<IndexEntry> current;
+  if (auto it = pending->find(key); it != pending->end()) {
+    current = it->second;
+  } else {
+    SPOOL_ASSIGN_OR_RETURN(current, shard.index->Get(id));
+  }
+  std::optional<IndexEntry> next = current;
+  switch (r.type) {
+    case log::RecordType::kMessage:
+    case log::RecordType::kCommit: {
+      IndexEntry e;
+      std::string_view payload(r.payload);
+      if (r.type == log::RecordType::kMessage) {
+        SPOOL_RETURN_IF_ERROR(internal::DecodeEnvelope(&payload, &e.info));
+        e.body_offset = static_cast<uint32_t>(r.payload.size() - payload.size());
+      } else {
+        SPOOL_RETURN_IF_ERROR(internal::DecodeCommit(payload, &e.info, &e.chunks));
+      }
+      e.main = r.location;
+      e.info.id = id;
+      if (current) {  // a relocated copy: the state stays
+        MessageInfo info = current->info;
+        e.info.state = info.state;
+        e.info.attempts = info.attempts;
+        e.info.next_attempt_ms = info.next_attempt_ms;
+        e.info.recipient_status = info.recipient_status;
+        e.state = current->state;
+      } else {
+        e.info.state = MessageState::kQueued;
+        e.info.next_attempt_ms = e.info.arrival_ms;
+        e.info.recipient_status.assign(e.info.envelope.recipients.size(),
+                                       RecipientStatus::kPending);
+      }
+      next = std::move(e);
+      break;
+    }
+    case log::RecordType::kStateUpdate: {
+      if (!current) return Status::Ok();  // removed later on: nothing to update
+      std::string_view payload(r.payload);
+      SPOOL_RETURN_IF_ERROR(internal::DecodeState(&payload, &next->info));
+      next->state = r.location;
+      break;
+    }
+    case log::RecordType::kRemove:
+      next.reset();
+      break;
+    default:
+      return Status::Ok();  // chunks are reached through their commit
+  }
+  if (next) {
+    batch->Put(*next, current ? &*current : nullptr);
+  } else if (current) {
+    batch->Delete(*current);
+  }
+  (*pending)[key] = next;
+  return Status::Ok();
+}
+
+SpoolImpl::~SpoolImpl() {
+  {
+    absl::MutexLock l(&mu_);
+    closing_ = true;
+  }
+  for (std::thread& t : threads_) t.join();
+  for (auto& shard : shards_) {
+    shard->log.reset();  // finishes the commits in flight; their index writes land
+    if (!options_.read_only && !crash_on_close_ && shard->index != nullptr) {
+      Status s = shard->index->Flush();
+      if (!s.ok()) Log(LogLevel::kWarning, shard->dir + ": index flush at close: " + s.ToString());
+    }
+  }
+}
+
+// ---- The durable hook ----------------------------------------------------------------------
+
+void SpoolImpl::OnDurable(Shard& shard, std::span<const log::CommittedRecord> records) {
+  index::Index::Batch batch(*shard.index);
+  for (const log::CommittedRecord& r : records) {
+    auto* op = static_cast<IndexOp*>(r.context);
+    if (op == nullptr) continue;
+    op->locations.push_back(r.location);
+    if (op->locations.size() < op->slots.size()) continue;
+    if (op->remove) {
+      batch.Delete(op->entry);
+      shard.messages.fetch_sub(1);
+      shard.body_bytes.fetch_sub(op->entry.info.size);
+      shard.live_bytes.fetch_sub(Footprint(op->entry));
+      continue;
+    }
+    for (size_t i = 0; i < op->slots.size(); ++i) {
+      if (op->slots[i] == IndexOp::Slot::kMain) op->entry.main = op->locations[i];
+      if (op->slots[i] == IndexOp::Slot::kState) op->entry.state = op->locations[i];
+    }
+    batch.Put(op->entry, op->old ? &*op->old : nullptr);
+    shard.live_bytes.fetch_add(Footprint(op->entry));
+    if (op->old) {
+      shard.live_bytes.fetch_sub(Footprint(*op->old));
+    } else {
+      shard.messages.fetch_add(1);
+      shard.body_bytes.fetch_add(op->entry.info.size);
+    }
+  }
+  const log::Location& last = records.back().location;
+  batch.SetCheckpoint({last.segment, last.offset + last.size, 0});
+  Status s = shard.index->Write(batch);
+  absl::MutexLock l(&shard.mu);
+  shard.dirty = true;
+  if (!s.ok() && shard.index_fault.ok()) {
+    // The records are durable in the log; the index will be rebuilt from it at the next
+    // open. Until then the shard takes no new mail.
+    shard.index_fault = s;
+    Log(LogLevel::kError,
+        shard.dir + ": index write failed, shard refuses new mail: " + s.ToString());
+  }
+}
+
+// ---- Writes --------------------------------------------------------------------------------
+
+Status SpoolImpl::WritableCheck() const {
+  if (options_.read_only) return FailedPreconditionError("the spool is open read-only");
+  return Status::Ok();
+}
+
+MessageInfo SpoolImpl::NewMessage(const Envelope& envelope, uint64_t size, uint32_t shard) {
+  uint64_t now = NowMicros();
+  uint64_t last = last_time_.load();
+  uint64_t t;
+  do {
+    t = std::max(now, last + 1);
+  } while (!last_time_.compare_exchange_weak(last, t));
+  MessageInfo info;
+  info.id = MessageId(t, (uint64_t{shard} << 48) | nonce_);
+  info.envelope = envelope;
+  info.size = size;
+  info.arrival_ms = static_cast<int64_t>(t / 1000);
+  info.next_attempt_ms = info.arrival_ms;
+  info.recipient_status.assign(envelope.recipients.size(), RecipientStatus::kPending);
+  return info;
+}
+
+Status SpoolImpl::ShardAdmission(Shard& shard, uint64_t expected_size) {
+  SPOOL_RETURN_IF_ERROR(shard.log->health());
+  {
+    absl::MutexLock l(&shard.mu);
+    SPOOL_RETURN_IF_ERROR(shard.index_fault);
+  }
+  SPOOL_RETURN_IF_ERROR(shard.index->BackgroundError());
+  SPOOL_ASSIGN_OR_RETURN(io::SpaceInfo space, fs_->GetSpace(shard.dir));
+  if (space.bytes_free < options_.min_free_bytes + expected_size) {
+    return StorageFullError(shard.dir + ": " + std::to_string(space.bytes_free >> 20) +
+                            " MiB free, under the minimum of " +
+                            std::to_string(options_.min_free_bytes >> 20) +
+                            " MiB plus the message");
+  }
+  if (space.inodes_total > 0 && space.inodes_free < options_.min_free_inodes) {
+    return StorageFullError(shard.dir + ": " + std::to_string(space.inodes_free) +
+                            " inodes free, under the minimum of " +
+                            std::to_string(options_.min_free_inodes));
+  }
+  return Status::Ok();
+}
+
+StatusOr<Shard*> SpoolImpl::PickShard(uint64_t expected_size) {
+  {
+    absl::MutexLock l(&mu_);
+    if (closing_) return UnavailableError("the spool is closing");
+  }
+  Status first;
+  const uint32_t start = next_shard_.fetch_add(1);
+  for (size_t i = 0; i < shards_.size(); ++i) {
+    Shard* s = shards_[(start + i) % shards_.size()].get();
+    Status a = ShardAdmission(*s, expected_size);
+    if (a.ok()) return s;
+    if (first.ok()) first = a;
+  }
+  return first;
+}
+
+StatusOr<Shard*> SpoolImpl::ShardOf(const MessageId& id) {
+  if (!id.valid()) return InvalidArgumentError("invalid message id");
+  auto it = by_number_.find(id.shard());
+  if (it == by_number_.end()) {
+    return NotFoundError("message " + id.ToString() + " names shard " + std::to_string(id.shard()) +
+                         ", which this spool does not have");
+  }
+  return it->second;
+}
+
+Status SpoolImpl::AppendSync(Shard& shard, std::span<const log::AppendRecord> records,
+                             std::vector<log::Location>* locations) {
+  return shard.log->Append(records, locations);
+}
+
+StatusOr<MessageId> SpoolImpl::EnqueueInline(Shard& shard, const MessageInfo& info,
+                                             std::string_view body) {
+  std::atomic<uint32_t> done{0};
+  StatusOr<MessageId> result = InternalError("no result");
+  const std::string head = internal::EncodeEnvelope(info);
+  auto op = std::make_unique<IndexOp>();
+  op->entry.info = info;
+  op->entry.body_offset = static_cast<uint32_t>(head.size());
+  op->slots = {IndexOp::Slot::kMain};
+  log::AppendRecord rec;
+  rec.type = log::RecordType::kMessage;
+  rec.id = ToRecordId(info.id);
+  rec.parts[0] = AsBytes(head);
+  rec.parts[1] = AsBytes(body);
+  rec.part_count = 2;
+  rec.context = op.get();
+  shard.log->AppendAsync({&rec, 1}, [&](const Status& s, std::span<const log::Location>) {
+    result = s.ok() ? StatusOr<MessageId>(info.id) : StatusOr<MessageId>(s);
+    done.store(1);
+    done.notify_one();
+  });
+  while (done.load() == 0) done.wait(0);
+  if (result.ok()) enqueued_.fetch_add(1);
+  return result;
+}
+
+StatusOr<MessageId> SpoolImpl::Enqueue(const Envelope& envelope, std::string_view body) {
+  SPOOL_RETURN_IF_ERROR(WritableCheck());
+  SPOOL_RETURN_IF_ERROR(internal::ValidateEnvelope(envelope));
+  if (body.size() > options_.max_message_size) {
+    return TooBigError("message of " + std::to_string(body.size()) + " bytes over the limit of " +
+                       std::to_string(options_.max_message_size));
+  }
+  if (body.size() > inline_limit_) {
+    SPOOL_ASSIGN_OR_RETURN(std::unique_ptr<BodyWriter> w, BeginMessage(envelope));
+    for (size_t off = 0; off < body.size(); off += options_.stream_chunk_size) {
+      SPOOL_RETURN_IF_ERROR(w->Append(body.substr(off, options_.stream_chunk_size)));
+    }
+    return w->Commit();
+  }
+  SPOOL_ASSIGN_OR_RETURN(Shard * shard, PickShard(body.size()));
+  return EnqueueInline(*shard, NewMessage(envelope, body.size(), shard->number), body);
+}
+
+void SpoolImpl::EnqueueAsync(const Envelope& envelope, std::string_view body,
+                             EnqueueCallback done) {
+  Status s = WritableCheck();
+  if (s.ok()) s = internal::ValidateEnvelope(envelope);
+  if (s.ok() && body.size() > options_.max_message_size) {
+    s = TooBigError("message of " + std::to_string(body.size()) + " bytes over the limit of " +
+                    std::to_string(options_.max_message_size));
+  }
+  if (!s.ok()) {
+    done(s);
+    return;
+  }
+  if (body.size() > inline_limit_) {
+    // Chunked bodies take several synchronous appends: do them off the caller's thread.
+    auto job = [this, envelope, body = std::string(body), done = std::move(done)] {
+      done(Enqueue(envelope, body));
+    };
+    absl::MutexLock l(&mu_);
+    if (closing_) {
+      mu_.Unlock();
+      done(UnavailableError("the spool is closing"));
+      mu_.Lock();
+      return;
+    }
+    big_queue_.push_back(std::move(job));
+    return;
+  }
+  StatusOr<Shard*> shard = PickShard(body.size());
+  if (!shard.ok()) {
+    done(shard.status());
+    return;
+  }
+  MessageInfo info = NewMessage(envelope, body.size(), (*shard)->number);
+  const std::string head = internal::EncodeEnvelope(info);
+  auto op = std::make_unique<IndexOp>();
+  op->entry.info = info;
+  op->entry.body_offset = static_cast<uint32_t>(head.size());
+  op->slots = {IndexOp::Slot::kMain};
+  log::AppendRecord rec;
+  rec.type = log::RecordType::kMessage;
+  rec.id = ToRecordId(info.id);
+  rec.parts[0] = AsBytes(head);
+  rec.parts[1] = AsBytes(body);
+  rec.part_count = 2;
+  rec.context = op.get();
+  IndexOp* raw = op.release();
+  (*shard)->log->AppendAsync({&rec, 1}, [this, raw, id = info.id, done = std::move(done)](
+                                            const Status& st, std::span<const log::Location>) {
+    std::unique_ptr<IndexOp> own(raw);
+    if (st.ok()) {
+      enqueued_.fetch_add(1);
+      done(id);
+    } else {
+      done(st);
+    }
+  });
+}
+
+void SpoolImpl::BigEnqueueLoop() {
+  for (;;) {
+    std::function<void()> job;
+    {
+      absl::MutexLock l(&mu_);
+      auto ready = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+        return closing_ || !big_queue_.empty();
+      };
+      mu_.Await(absl::Condition(&ready));
+      if (big_queue_.empty()) return;
+      job = std::move(big_queue_.front());
+      big_queue_.pop_front();
+    }
+    job();
+  }
+}
+
+StatusOr<std::unique_ptr<BodyWriter>> SpoolImpl::BeginMessage(const Envelope& envelope) {
+  SPOOL_RETURN_IF_ERROR(WritableCheck());
+  SPOOL_RETURN_IF_ERROR(internal::ValidateEnvelope(envelope));
+  SPOOL_ASSIGN_OR_RETURN(Shard * shard, PickShard(0));
+  return std::unique_ptr<BodyWriter>(
+      new BodyWriterImpl(this, shard, NewMessage(envelope, 0, shard->number)));
+}
+
+Status BodyWriterImpl::WriteChunk(std::string_view chunk) {
+  log::AppendRecord rec;
+  rec.type = log::RecordType::kBodyChunk;
+  rec.id = ToRecordId(info_.id);
+  rec.parts[0] = AsBytes(chunk);
+  rec.part_count = 1;
+  std::vector<log::Location> loc;
+  SPOOL_RETURN_IF_ERROR(spool_->AppendSync(*shard_, {&rec, 1}, &loc));
+  chunks_.push_back(loc[0]);
+  return Status::Ok();
+}
+
+Status BodyWriterImpl::Append(std::string_view piece) {
+  if (done_) return FailedPreconditionError("the message was already committed or aborted");
+  const uint64_t limit = spool_->options().max_message_size;
+  if (info_.size + piece.size() > limit) {
+    done_ = true;
+    return TooBigError("message over the limit of " + std::to_string(limit) + " bytes");
+  }
+  info_.size += piece.size();
+  pending_.append(piece);
+  const size_t chunk = spool_->options().stream_chunk_size;
+  size_t off = 0;
+  while (pending_.size() - off >= chunk &&
+         (info_.size > spool_->inline_limit() || !chunks_.empty())) {
+    Status s = WriteChunk(std::string_view(pending_).substr(off, chunk));
+    if (!s.ok()) {
+      done_ = true;
+      return s;
+    }
+    off += chunk;
+  }
+  pending_.erase(0, off);
+  return Status::Ok();
+}
+
+StatusOr<MessageId> BodyWriterImpl::Commit() {
+  if (done_) return FailedPreconditionError("the message was already committed or aborted");
+  done_ = true;
+  if (chunks_.empty() && info_.size <= spool_->inline_limit()) {
+    return spool_->EnqueueInline(*shard_, info_, pending_);
+  }
+  if (!pending_.empty()) SPOOL_RETURN_IF_ERROR(WriteChunk(pending_));
+  return spool_->CommitChunked(*shard_, info_, std::move(chunks_));
+}
+
+StatusOr<MessageId> SpoolImpl::CommitChunked(Shard& shard, MessageInfo info,
+                                             std::vector<log::Location> chunks) {
+  const std::string payload = internal::EncodeCommit(info, chunks);
+  IndexOp op;
+  op.entry.info = info;
+  op.entry.chunks = std::move(chunks);
+  op.slots = {IndexOp::Slot::kMain};
+  log::AppendRecord rec;
+  rec.type = log::RecordType::kCommit;
+  rec.id = ToRecordId(info.id);
+  rec.parts[0] = AsBytes(payload);
+  rec.part_count = 1;
+  rec.context = &op;
+  SPOOL_RETURN_IF_ERROR(shard.log->Append({&rec, 1}, nullptr));
+  enqueued_.fetch_add(1);
+  return info.id;
+}
+
+StatusOr<IndexEntry> SpoolImpl::Lookup(Shard& shard, const MessageId& id) {
+  SPOOL_ASSIGN_OR_RETURN(std::optional<IndexEntry> e, shard.index->Get(id));
+  if (!e) return NotFoundError("no message " + id.ToString());
+  return std::move(*e);
+}
+
+Status SpoolImpl::ChangeState(const MessageId& id,
+                              const std::function<Status(MessageInfo* info)>& change) {
+  SPOOL_RETURN_IF_ERROR(WritableCheck());
+  SPOOL_ASSIGN_OR_RETURN(Shard * shard, ShardOf(id));
+  absl::MutexLock stripe(&StripeOf(id));
+  SPOOL_ASSIGN_OR_RETURN(IndexEntry old, Lookup(*shard, id));
+  IndexOp op;
+  op.entry = old;
+  op.old = old;
+  SPOOL_RETURN_IF_ERROR(change(&op.entry.info));
+  op.slots = {IndexOp::Slot::kState};
+  const std::string payload = internal::EncodeState(op.entry.info);
+  log::AppendRecord rec;
+  rec.type = log::RecordType::kStateUpdate;
+  rec.id = ToRecordId(id);
+  rec.parts[0] = AsBytes(payload);
+  rec.part_count = 1;
+  rec.context = &op;
+  return shard->log->Append({&rec, 1}, nullptr);
+}
+
+Status SpoolImpl::RecordAttempt(const MessageId& id, const AttemptResult& result) {
+  return ChangeState(id, [&](MessageInfo* info) -> Status {
+    for (const auto& [index, status] : result.recipients) {
+      if (index >= info->recipient_status.size()) {
+        return InvalidArgumentError("recipient index " + std::to_string(index) +
+                                    " out of range: message " + id.ToString() + " has " +
+                                    std::to_string(info->recipient_status.size()));
+      }
+      info->recipient_status[index] = status;
+    }
+    if (result.next_attempt_ms) info->next_attempt_ms = *result.next_attempt_ms;
+    if (result.count_attempt) ++info->attempts;
+    return Status::Ok();
+  });
+}
+
+Status SpoolImpl::Hold(const MessageId& id) {
+  return ChangeState(id, [&](MessageInfo* info) -> Status {
+    if (info->state == MessageState::kCorrupt) {
+      return FailedPreconditionError("message " + id.ToString() + " is quarantined as corrupt");
+    }
+    info->state = MessageState::kHeld;
+    return Status::Ok();
+  });
+}
+
+Status SpoolImpl::Release(const MessageId& id) {
+  return ChangeState(id, [&](MessageInfo* info) -> Status {
+    if (info->state == MessageState::kCorrupt) {
+      return FailedPreconditionError("message " + id.ToString() + " is quarantined as corrupt");
+    }
+    info->state = MessageState::kQueued;
+    info->next_attempt_ms = std::min(info->next_attempt_ms, NowMs());
+    return Status::Ok();
+  });
+}
+
+Status SpoolImpl::Requeue(const MessageId& id) {
+  return ChangeState(id, [&](MessageInfo* info) -> Status {
+    if (info->state == MessageState::kCorrupt) {
+      return FailedPreconditionError("message " + id.ToString() + " is quarantined as corrupt");
+    }
+    info->state = MessageState::kQueued;
+    info->next_attempt_ms = NowMs();
+    return Status::Ok();
+  });
+}
+
+Status SpoolImpl::Remove(const MessageId& id) {
+  SPOOL_RETURN_IF_ERROR(WritableCheck());
+  SPOOL_ASSIGN_OR_RETURN(Shard * shard, ShardOf(id));
+  absl::MutexLock stripe(&StripeOf(id));
+  SPOOL_ASSIGN_OR_RETURN(IndexEntry old, Lookup(*shard, id));
+  IndexOp op;
+  op.remove = true;
+  op.entry = std::move(old);
+  op.slots = {IndexOp::Slot::kMain};
+  log::AppendRecord rec;
+  rec.type = log::RecordType::kRemove;
+  rec.id = ToRecordId(id);
+  rec.part_count = 0;
+  rec.context = &op;
+  SPOOL_RETURN_IF_ERROR(shard->log->Append({&rec, 1}, nullptr));
+  removed_.fetch_add(1);
+  return Status::Ok();
+}
+
+// ---- Reads ---------------------------------------------------------------------------------
+
+StatusOr<MessageInfo> SpoolImpl::Get(const MessageId& id) {
+  SPOOL_ASSIGN_OR_RETURN(Shard * shard, ShardOf(id));
+  SPOOL_ASSIGN_OR_RETURN(IndexEntry e, Lookup(*shard, id));
+  return std::move(e.info);
+}
+
+StatusOr<std::string> SpoolImpl::ReadRecordPayload(Shard& shard, const MessageId& id,
+                                                   const log::Location& loc) {
+  const log::RecordId rid = ToRecordId(id);
+  StatusOr<log::Record> r = shard.log->Read(loc, &rid);
+  if (!r.ok()) return r.status();
+  return std::move(r->payload);
+}
+
+Status SpoolImpl::ReadBodyStream(const MessageId& id,
+                                 const std::function<Status(std::string_view)>& sink) {
+  SPOOL_ASSIGN_OR_RETURN(Shard * shard, ShardOf(id));
+  // Reclamation may move the message between the lookup and the read: look again when
+  // the record is gone from where the index said.
+  for (int attempt = 0;; ++attempt) {
+    SPOOL_ASSIGN_OR_RETURN(IndexEntry e, Lookup(*shard, id));
+    if (e.info.state == MessageState::kCorrupt) {
+      return CorruptionError("message " + id.ToString() + " is quarantined as corrupt");
+    }
+    Status failed;
+    if (!e.chunked()) {
+      StatusOr<std::string> p = ReadRecordPayload(*shard, id, e.main);
+      if (p.ok()) {
+        if (e.body_offset > p->size()) {
+          return CorruptionError("message " + id.ToString() + ": body offset past the record");
+        }
+        return sink(std::string_view(*p).substr(e.body_offset));
+      }
+      failed = p.status();
+    } else {
+      size_t i = 0;
+      for (; i < e.chunks.size(); ++i) {
+        StatusOr<std::string> p = ReadRecordPayload(*shard, id, e.chunks[i]);
+        if (!p.ok()) {
+          failed = p.status();
+          break;
+        }
+        SPOOL_RETURN_IF_ERROR(sink(*p));
+      }
+      if (failed.ok()) return Status::Ok();
+      if (i > 0) {
+        return failed.WithContext("message " + id.ToString() + " (after part of the body)");
+      }
+    }
+    StatusOr<IndexEntry> again = Lookup(*shard, id);
+    if (attempt < 3 && again.ok() && again->main != e.main) continue;
+    if (failed.code() == Code::kNotFound || failed.code() == Code::kCorruption) {
+      Log(LogLevel::kError, "message " + id.ToString() + ": " + failed.ToString());
+      return CorruptionError("message " + id.ToString() + ": stored bytes are damaged (" +
+                             std::string(failed.message()) + ")");
+    }
+    return failed.WithContext("message " + id.ToString());
+  }
+}
+
+StatusOr<std::string> SpoolImpl::ReadBody(const MessageId& id) {
+  std::string body;
+  SPOOL_RETURN_IF_ERROR(ReadBodyStream(id, [&](std::string_view piece) {
+    body.append(piece);
+    return Status::Ok();
+  }));
+  return body;
+}
+
+StatusOr<std::vector<MessageId>> SpoolImpl::ScanDue(std::string_view queue, int64_t now_ms,
+                                                    size_t limit) {
+  std::vector<std::pair<int64_t, MessageId>> all;
+  for (auto& shard : shards_) {
+    SPOOL_ASSIGN_OR_RETURN(auto due, shard->index->ScanDue(queue, now_ms, limit));
+    all.insert(all.end(), due.begin(), due.end());
+  }
+  std::sort(all.begin(), all.end());
+  std::vector<MessageId> out;
+  for (size_t i = 0; i < all.size() && i < limit; ++i) out.push_back(all[i].second);
+  return out;
+}
+
+Status SpoolImpl::ForEach(const std::function<bool(const MessageInfo&)>& visit) {
+  bool stop = false;
+  for (auto& shard : shards_) {
+    SPOOL_RETURN_IF_ERROR(shard->index->ForEach([&](const MessageId&, const IndexEntry& e) {
+      stop = !visit(e.info);
+      return !stop;
+    }));
+    if (stop) break;
+  }
+  return Status::Ok();
+}
+
+// ---- Health and statistics ---------------------------------------------------------------
+
+Status SpoolImpl::Admission(uint64_t expected_size) {
+  if (options_.read_only) return UnavailableError("the spool is open read-only");
+  if (expected_size > options_.max_message_size) {
+    return TooBigError("message of " + std::to_string(expected_size) + " bytes over the limit of " +
+                       std::to_string(options_.max_message_size));
+  }
+  return PickShard(expected_size).status();
+}
+
+Health SpoolImpl::GetHealth() {
+  Health h;
+  size_t bad = 0;
+  for (auto& shard : shards_) {
+    Status s = options_.read_only ? Status::Ok() : ShardAdmission(*shard, 0);
+    if (!s.ok()) {
+      ++bad;
+      if (h.status.ok()) h.status = s;
+    }
+    h.shards.push_back({shard->dir, s});
+  }
+  {
+    absl::MutexLock l(&mu_);
+    if (closing_) h.status = UnavailableError("the spool is closing");
+  }
+  if (bad == 0 && h.status.ok()) {
+    h.state = HealthState::kHealthy;
+  } else if (bad < shards_.size() && h.status.code() != Code::kUnavailable) {
+    h.state = HealthState::kDegraded;
+    h.status = Status::Ok();
+  } else {
+    h.state = HealthState::kRefusing;
+  }
+  return h;
+}
+
+Stats SpoolImpl::GetStats() {
+  Stats st;
+  Histogram sync;
+  uint64_t batch_records = 0;
+  for (auto& shard : shards_) {
+    if (!shard->counted.load()) CountEntries(*shard);
+    st.messages += static_cast<uint64_t>(std::max<int64_t>(0, shard->messages.load()));
+    st.body_bytes += static_cast<uint64_t>(std::max<int64_t>(0, shard->body_bytes.load()));
+    st.live_bytes += static_cast<uint64_t>(std::max<int64_t>(0, shard->live_bytes.load()));
+    log::LogStats ls = shard->log->Stats();
+    st.segments_live += ls.segments_live;
+    st.segments_free += ls.segments_free;
+    st.segment_bytes += (ls.segments_live + ls.segments_free) * ls.segment_size;
+    st.batches += ls.batches;
+    st.log_bytes_written += ls.bytes;
+    batch_records += ls.records;
+    sync.Merge(ls.sync_us);
+    StatusOr<io::SpaceInfo> space = fs_->GetSpace(shard->dir);
+    if (space.ok()) st.disk_free_bytes += space->bytes_free;
+    // Ids are time-ordered: the first entry of each shard is its oldest message.
+    shard->index
+        ->ForEach([&](const MessageId&, const IndexEntry& e) {
+          if (st.oldest_arrival_ms == 0 || e.info.arrival_ms < st.oldest_arrival_ms) {
+            st.oldest_arrival_ms = e.info.arrival_ms;
+          }
+          return false;
+        })
+        .IgnoreError();  // statistics are best effort
+  }
+  st.enqueued = enqueued_.load();
+  st.removed = removed_.load();
+  st.reclaimed_segments = reclaimed_.load();
+  st.relocated_bytes = relocated_bytes_.load();
+  st.sync_p50_us = sync.Percentile(0.5);
+  st.sync_p99_us = sync.Percentile(0.99);
+  st.sync_p999_us = sync.Percentile(0.999);
+  if (st.batches > 0) {
+    st.mean_batch_records = static_cast<double>(batch_records) / st.batches;
+    st.mean_batch_bytes = static_cast<double>(st.log_bytes_written) / st.batches;
+  }
+  return st;
+}
+
+// Counts entries and live bytes once after open (the write path keeps them current from
+// then on; the two overlap by at most the writes during the scan, which only makes the
+// reclamation policy's estimate slightly off).
+void SpoolImpl::CountEntries(Shard& shard) {
+  if (shard.counted.exchange(true)) return;
+  int64_t n = 0, body = 0, live = 0;
+  shard.index
+      ->ForEach([&](const MessageId&, const IndexEntry& e) {
+        ++n;
+        body += static_cast<int64_t>(e.info.size);
+        live += static_cast<int64_t>(Footprint(e));
+        return true;
+      })
+      .IgnoreError();  // an estimate
+  shard.messages.fetch_add(n);
+  shard.body_bytes.fetch_add(body);
+  shard.live_bytes.fetch_add(live);
+}
+
+// ---- Maintenance: checkpoints and reclamation ----------------------------------------------
+
+void SpoolImpl::MaintenanceLoop(Shard* shard) {
+  CountEntries(*shard);
+  auto last_flush = std::chrono::steady_clock::now();
+  for (;;) {
+    {
+      absl::MutexLock l(&mu_);
+      auto stop = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return closing_; };
+      mu_.AwaitWithTimeout(absl::Condition(&stop), absl::Milliseconds(100));
+      if (closing_) return;
+    }
+    const auto now = std::chrono::steady_clock::now();
+    if (now - last_flush >= std::chrono::milliseconds(options_.checkpoint_interval_ms)) {
+      bool dirty;
+      {
+        absl::MutexLock l(&shard->mu);
+        dirty = shard->dirty;
+        shard->dirty = false;
+      }
+      if (dirty) {
+        Status s = shard->index->Flush();
+        if (!s.ok()) Log(LogLevel::kWarning, shard->dir + ": index checkpoint: " + s.ToString());
+      }
+      last_flush = now;
+    }
+    // A few segments per round, so that reclamation keeps up with a busy writer.
+    for (int i = 0; options_.reclaim && i < 8; ++i) {
+      StatusOr<bool> reclaimed = ReclaimOldest(*shard);
+      if (!reclaimed.ok()) {
+        Log(LogLevel::kWarning, shard->dir + ": reclamation: " + reclaimed.status().ToString());
+      }
+      if (!reclaimed.ok() || !*reclaimed) break;
+    }
+  }
+}
+
+StatusOr<bool> SpoolImpl::ReclaimOldest(Shard& shard) {
+  const std::vector<uint64_t> live = shard.log->LiveSegments();
+  const uint64_t active = shard.log->ActiveSegment();
+  std::vector<uint64_t> sealed;
+  for (uint64_t seq : live) {
+    if (seq != active) sealed.push_back(seq);
+  }
+  // Keep a couple of sealed segments: recently written mail is usually removed soon.
+  if (sealed.size() < 3) return false;
+  const uint64_t oldest = sealed.front();
+  const uint64_t segment = options_.segment_size;
+  const uint64_t used = live.size() * segment;
+  const uint64_t live_bytes = static_cast<uint64_t>(std::max<int64_t>(0, shard.live_bytes.load()));
+
+  // Measure what in the oldest segment is still referenced by the index.
+  uint64_t referenced = 0;
+  std::vector<MessageId> movers;
+  SPOOL_RETURN_IF_ERROR(shard.log->ScanSealed(
+      oldest,
+      [&](const log::Record& r) -> Status {
+        const MessageId id(r.id.hi, r.id.lo);
+        SPOOL_ASSIGN_OR_RETURN(std::optional<IndexEntry> e, shard.index->Get(id));
+        if (e && References(*e, r.location)) {
+          referenced += r.location.size;
+          if (movers.empty() || movers.back() != id) movers.push_back(id);
+        }
+        return Status::Ok();
+      },
+      nullptr));
+  // Reclaim when most of the segment is garbage, or when the spool uses more than twice
+  // the space its live data needs.
+  const bool mostly_garbage = referenced * 2 <= segment;
+  const bool too_big = used > 2 * live_bytes + 3 * segment;
+  if (!mostly_garbage && !too_big) return false;
+
+  std::sort(movers.begin(), movers.end());
+  movers.erase(std::unique(movers.begin(), movers.end()), movers.end());
+  for (const MessageId& id : movers) {
+    absl::MutexLock stripe(&StripeOf(id));
+    SPOOL_ASSIGN_OR_RETURN(std::optional<IndexEntry> e, shard.index->Get(id));
+    if (!e) continue;  // removed meanwhile
+    bool in_oldest = e->main.segment == oldest || e->state.segment == oldest;
+    for (const log::Location& c : e->chunks) in_oldest |= c.segment == oldest;
+    if (!in_oldest) continue;
+    SPOOL_RETURN_IF_ERROR(Relocate(shard, *e));
+  }
+  // The index must durably point at the new copies before the old ones can go: flush,
+  // and check that the checkpoint has passed the segment.
+  SPOOL_RETURN_IF_ERROR(shard.index->Flush());
+  SPOOL_ASSIGN_OR_RETURN(log::Location checkpoint, shard.index->Checkpoint());
+  if (checkpoint.segment <= oldest) return false;
+  SPOOL_RETURN_IF_ERROR(shard.log->Recycle(oldest));
+  reclaimed_.fetch_add(1);
+  return true;
+}
+
+// Copies a message's live records to the head of the log. REQUIRES: the id's stripe lock
+// is held, so that no update or removal of it interleaves.
+Status SpoolImpl::Relocate(Shard& shard, const IndexEntry& entry) {
+  const MessageId id = entry.info.id;
+  IndexOp op;
+  op.entry = entry;
+  op.old = entry;
+  std::string main_payload;
+  log::RecordType main_type = log::RecordType::kMessage;
+  uint64_t moved = 0;
+  if (entry.chunked()) {
+    std::vector<log::Location> chunks;
+    for (const log::Location& c : entry.chunks) {
+      SPOOL_ASSIGN_OR_RETURN(std::string piece, ReadRecordPayload(shard, id, c));
+      log::AppendRecord rec;
+      rec.type = log::RecordType::kBodyChunk;
+      rec.id = ToRecordId(id);
+      rec.parts[0] = AsBytes(piece);
+      rec.part_count = 1;
+      std::vector<log::Location> loc;
+      SPOOL_RETURN_IF_ERROR(shard.log->Append({&rec, 1}, &loc));
+      chunks.push_back(loc[0]);
+      moved += loc[0].size;
+    }
+    op.entry.chunks = chunks;
+    main_payload = internal::EncodeCommit(entry.info, chunks);
+    main_type = log::RecordType::kCommit;
+  } else {
+    SPOOL_ASSIGN_OR_RETURN(main_payload, ReadRecordPayload(shard, id, entry.main));
+  }
+  const std::string state_payload = internal::EncodeState(entry.info);
+  log::AppendRecord recs[2];
+  recs[0].type = main_type;
+  recs[0].id = ToRecordId(id);
+  recs[0].parts[0] = AsBytes(main_payload);
+  recs[0].part_count = 1;
+  recs[0].context = &op;
+  op.slots.push_back(IndexOp::Slot::kMain);
+  size_t n = 1;
+  if (entry.state.segment != 0) {
+    recs[1].type = log::RecordType::kStateUpdate;
+    recs[1].id = ToRecordId(id);
+    recs[1].parts[0] = AsBytes(state_payload);
+    recs[1].part_count = 1;
+    recs[1].context = &op;
+    op.slots.push_back(IndexOp::Slot::kState);
+    n = 2;
+  }
+  std::vector<log::Location> locs;
+  SPOOL_RETURN_IF_ERROR(shard.log->Append({recs, n}, &locs));
+  for (const log::Location& l : locs) moved += l.size;
+  relocated_bytes_.fetch_add(moved);
+  return Status::Ok();
+}
+
+}  // namespace
+
+StatusOr<std::unique_ptr<Spool>> Spool::Open(const Options& options) {
+  return internal::OpenWithFileSystem(options, nullptr);
+}
+
+namespace internal {
+
+StatusOr<std::unique_ptr<Spool>> OpenWithFileSystem(const Options& options, io::FileSystem* fs) {
+  auto spool = std::make_unique<SpoolImpl>(options, fs);
+  SPOOL_RETURN_IF_ERROR(spool->Init());
+  return std::unique_ptr<Spool>(std::move(spool));
+}
+
+void CloseAsIfCrashed(std::unique_ptr<Spool> spool) {
+  static_cast<SpoolImpl*>(spool.get())->SetCrashOnClose();
+  spool.reset();
+}
+
+}  // namespace internal
+
+Status RebuildIndex(const Options& options) {
+  if (options.read_only) return InvalidArgumentError("rebuilding the index needs write access");
+  auto fs = io::NewFileSystem(io::Backend::kAuto);
+  SPOOL_RETURN_IF_ERROR(fs.status());
+  // Take the locks first: nobody may be writing while the index is replaced.
+  std::vector<std::unique_ptr<io::FileLock>> locks;
+  for (const std::string& dir : options.dirs) {
+    SPOOL_ASSIGN_OR_RETURN(bool is_spool, (*fs)->Exists(dir + "/" + kMarkerFile));
+    if (!is_spool) return FailedPreconditionError(dir + " is not a spool");
+    SPOOL_ASSIGN_OR_RETURN(
+        auto lock, (*fs)->LockFile(dir + "/" + kLockFile,
+                                   "pid " + std::to_string(getpid()) + " (rebuilding the index)"));
+    locks.push_back(std::move(lock));
+  }
+  // Move each index aside (kept for the operator), then open: with no checkpoint the
+  // whole log is replayed into a fresh index.
+  const std::string suffix = ".old-" + std::to_string(NowMs());
+  for (const std::string& dir : options.dirs) {
+    const std::string index_dir = dir + "/" + kIndexDir;
+    SPOOL_ASSIGN_OR_RETURN(bool exists, (*fs)->Exists(index_dir));
+    if (exists) SPOOL_RETURN_IF_ERROR((*fs)->Rename(index_dir, index_dir + suffix));
+    SPOOL_RETURN_IF_ERROR((*fs)->SyncDir(dir));
+  }
+  locks.clear();
+  Options o = options;
+  o.create_if_missing = false;
+  SPOOL_ASSIGN_OR_RETURN(std::unique_ptr<Spool> spool, Spool::Open(o));
+  spool.reset();
+  Log(LogLevel::kInfo, "index rebuilt from the log; the previous index was kept as index" + suffix);
+  return Status::Ok();
+}
+
+}  // namespace spool
