@@ -68,7 +68,8 @@ enum class RecordType : uint8_t {
 inline constexpr uint8_t kMaxRecordType = 6;
 
 // Flags.
-inline constexpr uint8_t kFlagBatchEnd = 0x01;  // the last record of a batch
+inline constexpr uint8_t kFlagBatchEnd = 0x01;   // the last record of a batch
+inline constexpr uint8_t kFlagRelocated = 0x02;  // a copy made by reclamation (or a rewrite)
 
 struct RecordHeader {
   uint32_t magic;         // kRecordMagic

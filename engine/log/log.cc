@@ -417,6 +417,7 @@ Status Log::ScanSegment(Segment& seg, uint64_t limit, bool exact, const Location
           rec.type = static_cast<RecordType>(h.type);
           rec.id = {h.id_hi, h.id_lo};
           rec.batch_seq = h.batch_seq;
+          rec.flags = h.flags;
           rec.location = {seg.seq, pos, static_cast<uint32_t>(footprint)};
           rec.payload.assign(reinterpret_cast<const char*>(r + sizeof(RecordHeader)),
                              h.payload_size);
@@ -764,6 +765,10 @@ void Log::AppendAsync(std::span<const AppendRecord> records, AppendCallback done
     } else {
       EncodeRecordParts(dst, r.type, r.id, {r.parts, static_cast<size_t>(r.part_count)});
     }
+    if (r.flags != 0) {
+      dst[offsetof(RecordHeader, flags)] |=
+          std::byte{static_cast<uint8_t>(r.flags & ~kFlagBatchEnd)};
+    }
     dst += RecordFootprint(payload);
   }
   MutexLock l(&mu_);
@@ -1015,6 +1020,7 @@ Status Log::RewriteTail(std::vector<Record>& survivors, const RecoveryVisitor& v
     a.id = r.id;
     a.parts[0] = {reinterpret_cast<const std::byte*>(r.payload.data()), r.payload.size()};
     a.part_count = 1;
+    a.flags = r.flags & kFlagRelocated;
     std::vector<Location> loc;
     SPOOL_RETURN_IF_ERROR(Append({&a, 1}, &loc).WithContext("rewriting the torn tail"));
     r.location = loc[0];

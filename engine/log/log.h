@@ -98,6 +98,8 @@ struct AppendRecord {
   int part_count = 0;
   // Handed back in CommittedRecord to the durable hook; not interpreted by the log.
   void* context = nullptr;
+  // Header flags to set (kFlagRelocated); the log adds kFlagBatchEnd itself.
+  uint8_t flags = 0;
 
   uint64_t payload_size() const;
 };
@@ -118,6 +120,7 @@ struct Record {
   RecordType type = RecordType::kMessage;
   RecordId id;
   uint64_t batch_seq = 0;
+  uint8_t flags = 0;  // kFlag* of the header
   Location location;
   std::string payload;
 };

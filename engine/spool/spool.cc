@@ -13,6 +13,7 @@
 #include <cstring>
 #include <deque>
 #include <map>
+#include <mutex>
 #include <random>
 #include <thread>
 
@@ -70,6 +71,9 @@ uint64_t BatchCapacity(uint64_t segment_size) {
 // batch, less room for the envelope.
 uint64_t InlineLimit(uint64_t segment_size) { return BatchCapacity(segment_size) / 2 - 65536; }
 constexpr size_t kLockStripes = 256;
+// The index is flushed early when this many records were indexed since the last flush:
+// an open after a crash replays at most about this many.
+constexpr uint64_t kFlushRecords = 20000;
 // Replay writes the index in batches of this many operations.
 constexpr int kReplayBatchOps = 1024;
 
@@ -124,11 +128,14 @@ struct Shard {
   absl::Mutex mu;
   Status index_fault ABSL_GUARDED_BY(mu);  // a failed index write: the shard refuses
   bool dirty ABSL_GUARDED_BY(mu) = false;  // index written since the last flush
+  // Records indexed since the last flush: a flush is due early past kFlushRecords, to
+  // bound the log that an open after a crash replays.
+  std::atomic<uint64_t> unflushed_records{0};
 
   std::atomic<int64_t> messages{0};
   std::atomic<int64_t> body_bytes{0};
   std::atomic<int64_t> live_bytes{0};
-  std::atomic<bool> counted{false};  // the counters above include the start-up scan
+  std::once_flag counted;  // the counters above include the start-up scan
 };
 
 class SpoolImpl;
@@ -216,6 +223,7 @@ class SpoolImpl : public Spool {
 
   void MaintenanceLoop(Shard* shard);
   void CountEntries(Shard& shard);
+  void CountEntriesOnce(Shard& shard);
   // Reclaims the oldest sealed segment if the policy says so; true if it did.
   StatusOr<bool> ReclaimOldest(Shard& shard);
   Status Relocate(Shard& shard, const IndexEntry& entry);
@@ -450,9 +458,14 @@ Status SpoolImpl::Replay(Shard& shard, const log::Record& r, index::Index::Batch
   const MessageId id(r.id.hi, r.id.lo);
   const std::string key = internal::IdKey(id);
   std::optional<IndexEntry> current;
+  const bool original_message =
+      (r.type == log::RecordType::kMessage || r.type == log::RecordType::kCommit) &&
+      (r.flags & log::kFlagRelocated) == 0;
   if (auto it = pending->find(key); it != pending->end()) {
     current = it->second;
-  } else {
+  } else if (!original_message) {
+    // An original message record after the checkpoint is new to the index (ids are
+    // unique); anything else may refer to an entry from before the checkpoint.
     SPOOL_ASSIGN_OR_RETURN(current, shard.index->Get(id));
   }
   std::optional<IndexEntry> next = current;
@@ -553,6 +566,7 @@ void SpoolImpl::OnDurable(Shard& shard, std::span<const log::CommittedRecord> re
   }
   const log::Location& last = records.back().location;
   batch.SetCheckpoint({last.segment, last.offset + last.size, 0});
+  shard.unflushed_records.fetch_add(records.size());
   Status s = shard.index->Write(batch);
   absl::MutexLock l(&shard.mu);
   shard.dirty = true;
@@ -1065,7 +1079,7 @@ Stats SpoolImpl::GetStats() {
   Histogram sync;
   uint64_t batch_records = 0;
   for (auto& shard : shards_) {
-    if (!shard->counted.load()) CountEntries(*shard);
+    CountEntries(*shard);
     st.messages += static_cast<uint64_t>(std::max<int64_t>(0, shard->messages.load()));
     st.body_bytes += static_cast<uint64_t>(std::max<int64_t>(0, shard->body_bytes.load()));
     st.live_bytes += static_cast<uint64_t>(std::max<int64_t>(0, shard->live_bytes.load()));
@@ -1107,7 +1121,10 @@ Stats SpoolImpl::GetStats() {
 // then on; the two overlap by at most the writes during the scan, which only makes the
 // reclamation policy's estimate slightly off).
 void SpoolImpl::CountEntries(Shard& shard) {
-  if (shard.counted.exchange(true)) return;
+  std::call_once(shard.counted, [&] { CountEntriesOnce(shard); });
+}
+
+void SpoolImpl::CountEntriesOnce(Shard& shard) {
   int64_t n = 0, body = 0, live = 0;
   shard.index
       ->ForEach([&](const MessageId&, const IndexEntry& e) {
@@ -1135,7 +1152,9 @@ void SpoolImpl::MaintenanceLoop(Shard* shard) {
       if (closing_) return;
     }
     const auto now = std::chrono::steady_clock::now();
-    if (now - last_flush >= std::chrono::milliseconds(options_.checkpoint_interval_ms)) {
+    if (now - last_flush >= std::chrono::milliseconds(options_.checkpoint_interval_ms) ||
+        shard->unflushed_records.load() >= kFlushRecords) {
+      shard->unflushed_records.store(0);
       bool dirty;
       {
         absl::MutexLock l(&shard->mu);
@@ -1231,6 +1250,7 @@ Status SpoolImpl::Relocate(Shard& shard, const IndexEntry& entry) {
       SPOOL_ASSIGN_OR_RETURN(std::string piece, ReadRecordPayload(shard, id, c));
       log::AppendRecord rec;
       rec.type = log::RecordType::kBodyChunk;
+      rec.flags = log::kFlagRelocated;
       rec.id = ToRecordId(id);
       rec.parts[0] = AsBytes(piece);
       rec.part_count = 1;
@@ -1252,6 +1272,7 @@ Status SpoolImpl::Relocate(Shard& shard, const IndexEntry& entry) {
   recs[0].parts[0] = AsBytes(main_payload);
   recs[0].part_count = 1;
   recs[0].context = &op;
+  recs[0].flags = log::kFlagRelocated;
   op.slots.push_back(IndexOp::Slot::kMain);
   size_t n = 1;
   if (entry.state.segment != 0) {
@@ -1260,6 +1281,7 @@ Status SpoolImpl::Relocate(Shard& shard, const IndexEntry& entry) {
     recs[1].parts[0] = AsBytes(state_payload);
     recs[1].part_count = 1;
     recs[1].context = &op;
+    recs[1].flags = log::kFlagRelocated;
     op.slots.push_back(IndexOp::Slot::kState);
     n = 2;
   }
