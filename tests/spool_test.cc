@@ -535,5 +535,67 @@ TEST_F(SpoolTest, SimulatedPowerLossAtEveryWriteKeepsAcknowledgedState) {
   RecordProperty("cases", cases);
 }
 
+// Power loss at every point of reclamation: relocation appends, the segment recycle, the
+// pre-formatting of new segments. Nothing live may be lost and nothing removed may return.
+TEST_F(SpoolTest, SimulatedPowerLossDuringReclamation) {
+  auto posix = io::NewFileSystem(io::Backend::kPosix);
+  ASSERT_TRUE(posix.ok());
+  io::FaultFileSystem fs(posix->get());
+  const uint64_t seed = spool::testing::TestSeed(99);
+  int crashes_during_reclaim = 0;
+  for (int crash_at = 1; crash_at <= 16; ++crash_at) {
+    const io::CrashMode mode =
+        crash_at % 2 ? io::CrashMode::kDropUnsynced : io::CrashMode::kTearUnsynced;
+    SCOPED_TRACE("crash at sync " + std::to_string(crash_at));
+    TempDir dir;
+    Options o = TestOptions({dir.Sub("s")});
+    o.direct_io = false;
+    o.reclaim = false;
+    std::map<MessageId, std::string> live;
+    std::set<MessageId> removed;
+    {
+      ASSERT_OK_AND_ASSIGN(auto spool, internal::OpenWithFileSystem(o, &fs));
+      for (int i = 0; i < 700; ++i) {
+        std::string body = RandomBytes(seed + i, 6000);
+        ASSERT_OK_AND_ASSIGN(MessageId id, spool->Enqueue(MakeEnvelope(), body));
+        if (i % 10 == 0) {
+          live[id] = body;
+        } else {
+          ASSERT_OK(spool->Remove(id));
+          removed.insert(id);
+        }
+      }
+    }
+    o.reclaim = true;
+    {
+      fs.FailNth(io::OpKind::kSync, crash_at, EIO, /*sticky=*/true);
+      const uint64_t syncs = fs.Count(io::OpKind::kSync);
+      ASSERT_OK_AND_ASSIGN(auto spool, internal::OpenWithFileSystem(o, &fs));
+      for (int i = 0; i < 300 && fs.Count(io::OpKind::kSync) < syncs + crash_at; ++i) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(10));
+      }
+      if (spool->GetStats().reclaimed_segments > 0 || spool->GetStats().relocated_bytes > 0) {
+        ++crashes_during_reclaim;
+      }
+      ASSERT_OK(fs.SimulateCrash(mode, seed + crash_at));
+      internal::CloseAsIfCrashed(std::move(spool));
+    }
+    fs.ResetAfterCrash();
+    o.reclaim = false;
+    ASSERT_OK_AND_ASSIGN(auto spool, internal::OpenWithFileSystem(o, &fs));
+    for (auto& [id, body] : live) {
+      ASSERT_OK_AND_ASSIGN(std::string got, spool->ReadBody(id));
+      EXPECT_EQ(got, body);
+    }
+    size_t count = 0;
+    ASSERT_OK(spool->ForEach([&](const MessageInfo& info) {
+      EXPECT_EQ(removed.count(info.id), 0u) << "removed message back: " << info.id.ToString();
+      return ++count, true;
+    }));
+    EXPECT_EQ(count, live.size());
+  }
+  EXPECT_GT(crashes_during_reclaim, 0);
+}
+
 }  // namespace
 }  // namespace spool
