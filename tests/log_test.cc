@@ -480,6 +480,48 @@ TEST_F(LogFaultTest, RecycledSegmentsHoldingStaleRecordsReadAsEndOfData) {
   EXPECT_EQ(replay.report.torn_tail_bytes, 0u);
 }
 
+// Regression (found by the kill -9 torture): recovery kept pointers into a vector it then
+// sorted, so with slots reused out of sequence order a segment was bounded by another
+// segment's prev_end: false corruption, wrong ends, and reclamation of live data.
+TEST_F(LogFaultTest, ReusedSlotsOutOfSequenceOrderRecoverExactly) {
+  LogOptions o = SmallOptions();
+  o.segment_size = 64 << 10;
+  o.batch_capacity = 16 << 10;
+  o.ready_segments = 1;
+  std::map<uint64_t, std::pair<Location, std::string>> written;
+  {
+    Replayed none;
+    ASSERT_OK_AND_ASSIGN(auto log, Reopen(base_.get(), dir_.path(), o, &none));
+    uint64_t id = 1;
+    for (int round = 0; round < 3; ++round) {
+      for (int i = 0; i < 60; ++i, ++id) {
+        std::string p = RandomBytes(id, 3000 + (id * 37) % 4000);
+        AppendRecord r = MakeRecord(RecordType::kMessage, id, p);
+        std::vector<Location> l;
+        ASSERT_OK(log->Append({&r, 1}, &l));
+        written[id] = {l[0], p};
+      }
+      // Recycle the older half of the sealed segments: their slots are reused next round.
+      std::vector<uint64_t> live = log->LiveSegments();
+      for (size_t i = 0; i + 1 < live.size() / 2; ++i) ASSERT_OK(log->Recycle(live[i]));
+    }
+  }
+  for (int open = 0; open < 2; ++open) {
+    Replayed replay;
+    ASSERT_OK_AND_ASSIGN(auto log, Reopen(base_.get(), dir_.path(), o, &replay));
+    for (const Damage& d : replay.report.damage) ADD_FAILURE() << d.kind << ": " << d.detail;
+    const std::vector<uint64_t> live = log->LiveSegments();
+    for (auto& [id, w] : written) {
+      if (!std::binary_search(live.begin(), live.end(), w.first.segment)) continue;
+      ASSERT_EQ(replay.payloads.count(id), 1u) << "record " << id << " lost";
+      EXPECT_EQ(replay.payloads[id], w.second);
+      RecordId rid{id, ~id};
+      ASSERT_OK_AND_ASSIGN(Record r, log->Read(w.first, &rid));
+      EXPECT_EQ(r.payload, w.second);
+    }
+  }
+}
+
 TEST_F(LogFaultTest, NewerFormatVersionIsRefused) {
   LogOptions o = SmallOptions();
   {

@@ -88,8 +88,10 @@ TEST(MutexTest, ConditionEvaluatedByUnlockingThreadIsOrdered) {
       {
         MutexLock l(&mu);
         ++progress;
-        // The waiter's condition ran here, in an earlier Unlock: let the waiter go.
-        if (evaluated_elsewhere.load() || std::chrono::steady_clock::now() > give_up) {
+        // Once the waiter's condition ran here, in an earlier Unlock, make it true: the
+        // Unlock below then wakes the waiter and this thread is done.
+        if ((evaluated_elsewhere.load() || std::chrono::steady_clock::now() > give_up) &&
+            progress >= target) {
           released = true;
           stop = true;
         }

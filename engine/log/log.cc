@@ -208,11 +208,13 @@ Status Log::Recover(const RecoveryVisitor& visitor, RecoveryReport* report,
     auto seg = std::make_unique<Segment>();
     seg->slot = slot;
     seg->path = path;
-    SPOOL_ASSIGN_OR_RETURN(seg->file, fs_->Open(path, io::OpenOptions{}));
+    SPOOL_ASSIGN_OR_RETURN(seg->file,
+                           fs_->Open(path, io::OpenOptions{.read_only = options_.read_only}));
+    SPOOL_RETURN_IF_ERROR(OpenDirect(*seg));
     SPOOL_ASSIGN_OR_RETURN(seg->size, fs_->Size(*seg->file));
     size_t got = 0;
     std::memset(block.get(), 0, kBlockSize);
-    SPOOL_RETURN_IF_ERROR(fs_->Read(*seg->file, 0, {block.get(), kBlockSize}, &got));
+    SPOOL_RETURN_IF_ERROR(ReadSegment(*seg, 0, {block.get(), kBlockSize}, &got));
     SegmentHeader h{};
     SegmentHeaderState st =
         got < kBlockSize ? SegmentHeaderState::kBad : DecodeSegmentHeader(block.get(), &h);
@@ -253,10 +255,12 @@ Status Log::Recover(const RecoveryVisitor& visitor, RecoveryReport* report,
   }
 
   uint64_t max_seq = 0;
-  std::map<uint64_t, const SegmentHeader*> successor;  // prev_seq -> header of successor
+  // prev_seq -> the prev_end its successor's header states. Values, not pointers into
+  // `valid`: that vector grows and is sorted below.
+  std::map<uint64_t, uint64_t> successor;
   for (const Candidate& c : valid) {
     max_seq = std::max(max_seq, c.header.seq);
-    if (c.header.prev_seq != 0) successor[c.header.prev_seq] = &c.header;
+    if (c.header.prev_seq != 0) successor[c.header.prev_seq] = c.header.prev_end;
   }
 
   // A damaged segment header: either the torn header of an activation that a crash cut
@@ -268,8 +272,7 @@ Status Log::Recover(const RecoveryVisitor& visitor, RecoveryReport* report,
     RecordHeader rh{};
     size_t got = 0;
     std::memset(block.get(), 0, kBlockSize);
-    SPOOL_RETURN_IF_ERROR(
-        fs_->Read(*seg->file, kSegmentDataStart, {block.get(), kBlockSize}, &got));
+    SPOOL_RETURN_IF_ERROR(ReadSegment(*seg, kSegmentDataStart, {block.get(), kBlockSize}, &got));
     // Any intact header reads as stale against the largest epoch, revealing its epoch.
     HeaderState hs = DecodeRecordHeader(block.get(), UINT64_MAX, seg->size, &rh);
     const bool live =
@@ -310,7 +313,7 @@ Status Log::Recover(const RecoveryVisitor& visitor, RecoveryReport* report,
     Segment& seg = *c.seg;
     auto it = successor.find(seg.seq);
     bool exact = it != successor.end();
-    uint64_t limit = exact ? it->second->prev_end : seg.size;
+    uint64_t limit = exact ? it->second : seg.size;
     if (limit > seg.size || limit < kSegmentDataStart || limit % kRecordAlignment != 0) {
       report->damage.push_back({"bad_prev_end",
                                 seg.seq,
@@ -363,9 +366,9 @@ Status Log::ScanSegment(Segment& seg, uint64_t limit, bool exact, const Location
     if (off >= win_off && off + n <= win_off + win_len) return buf.data() + (off - win_off);
     if (n > view_size) return static_cast<const std::byte*>(nullptr);
     win_off = off;
-    SPOOL_RETURN_IF_ERROR(fs_->Read(
-        *seg.file, off,
-        {buf.data(), static_cast<size_t>(std::min<uint64_t>(view_size, limit - off))}, &win_len));
+    SPOOL_RETURN_IF_ERROR(ReadSegment(
+        seg, off, {buf.data(), static_cast<size_t>(std::min<uint64_t>(view_size, limit - off))},
+        &win_len));
     report->bytes += win_len;
     if (n > win_len) return static_cast<const std::byte*>(nullptr);
     return buf.data();
@@ -519,6 +522,7 @@ StatusOr<Log::Segment*> Log::NewSegmentFile(uint32_t slot) {
   SPOOL_RETURN_IF_ERROR(fs_->Rename(tmp, seg->path));
   SPOOL_RETURN_IF_ERROR(fs_->SyncDir(dir_));
   SPOOL_ASSIGN_OR_RETURN(seg->file, fs_->Open(seg->path, io::OpenOptions{}));
+  SPOOL_RETURN_IF_ERROR(OpenDirect(*seg));
   Segment* raw = seg.get();
   MutexLock l(&mu_);
   segments_.push_back(std::move(seg));
@@ -626,7 +630,7 @@ Status Log::Recycle(uint64_t seq) {
   AlignedBuffer block = AllocateAligned(kBlockSize);
   std::memset(block.get(), 0, kBlockSize);
   io::WriteOp op{0, block.get(), kBlockSize};
-  Status s = fs_->WriteBatch(*seg->file, {&op, 1}, io::Sync::kData);
+  Status s = fs_->WriteBatch(seg->writer(), {&op, 1}, io::Sync::kData);
   MutexLock l(&mu_);
   if (!s.ok()) {
     // The header may or may not be zero now; the segment stays out of use, and its old
@@ -1064,20 +1068,46 @@ void Log::FinishBatch(Batch& batch, const Status& status, std::span<const Locati
 
 // ---- Reads ---------------------------------------------------------------------------------
 
+Status Log::OpenDirect(Segment& seg) {
+  if (!options_.direct_io || seg.direct != nullptr) return Status::Ok();
+  io::OpenOptions o;
+  o.read_only = options_.read_only;
+  o.direct = true;
+  o.dsync = !options_.read_only;
+  SPOOL_ASSIGN_OR_RETURN(seg.direct, fs_->Open(seg.path, o));
+  return Status::Ok();
+}
+
+Status Log::ReadSegment(Segment& seg, uint64_t offset, std::span<std::byte> out, size_t* got) {
+  if (seg.direct == nullptr) return fs_->Read(*seg.file, offset, out, got);
+  // Segments written with O_DIRECT are read with O_DIRECT too: buffered reads (and their
+  // readahead) racing direct writes can leave stale pages in the page cache, which outlive
+  // the process and would show a later open zeros where records are.
+  const uint64_t start = offset / kBlockSize * kBlockSize;
+  const uint64_t end = AlignUp(offset + out.size(), kBlockSize);
+  AlignedBuffer bounce = AllocateAligned(end - start);
+  size_t read = 0;
+  SPOOL_RETURN_IF_ERROR(fs_->Read(*seg.direct, start, {bounce.get(), end - start}, &read));
+  const uint64_t skip = offset - start;
+  *got = read > skip ? std::min<size_t>(read - skip, out.size()) : 0;
+  std::memcpy(out.data(), bounce.get() + skip, *got);
+  return Status::Ok();
+}
+
 StatusOr<Record> Log::Read(const Location& location, const RecordId* expected_id) {
-  io::File* file = nullptr;
+  Segment* seg = nullptr;
   std::string path;
   {
     ReaderMutexLock l(&mu_);
     for (const auto& s : segments_) {
       if (s->seq == location.segment &&
           (s->state == Segment::State::kSealed || s->state == Segment::State::kActive)) {
-        file = s->file.get();
+        seg = s.get();
         path = s->path;
       }
     }
   }
-  if (file == nullptr) {
+  if (seg == nullptr) {
     return NotFoundError("segment " + std::to_string(location.segment) + " of " + dir_ +
                          " holds no data (recycled or never written)");
   }
@@ -1086,8 +1116,8 @@ StatusOr<Record> Log::Read(const Location& location, const RecordId* expected_id
   }
   std::string buf(location.size, '\0');
   size_t got = 0;
-  SPOOL_RETURN_IF_ERROR(fs_->Read(*file, location.offset,
-                                  {reinterpret_cast<std::byte*>(buf.data()), buf.size()}, &got));
+  SPOOL_RETURN_IF_ERROR(ReadSegment(*seg, location.offset,
+                                    {reinterpret_cast<std::byte*>(buf.data()), buf.size()}, &got));
   const auto* p = reinterpret_cast<const std::byte*>(buf.data());
   RecordHeader h{};
   if (got < buf.size() ||

@@ -238,6 +238,11 @@ class Log {
                      const RecoveryVisitor& visitor, RecoveryReport* report, uint64_t* end,
                      uint64_t* last_batch, std::vector<Record>* survivors);
   StatusOr<Segment*> NewSegmentFile(uint32_t slot);
+  // Opens seg.direct when LogOptions::direct_io.
+  Status OpenDirect(Segment& seg);
+  // Reads segment bytes, through O_DIRECT (aligned bounce buffer) when the segment is
+  // written that way.
+  Status ReadSegment(Segment& seg, uint64_t offset, std::span<std::byte> out, size_t* got);
   Status ActivateSegment(Segment* seg) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   StatusOr<Segment*> TakeFreeSegment() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 

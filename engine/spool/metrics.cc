@@ -160,13 +160,11 @@ class PromWriter {
     Sample(name, labels, FormatDouble(value));
   }
   // A family with one unlabelled sample.
-  void Single(std::string_view name, std::string_view type, std::string_view help,
-              uint64_t value) {
+  void Single(std::string_view name, std::string_view type, std::string_view help, uint64_t value) {
     Family(name, type, help);
     Sample(name, {}, value);
   }
-  void Single(std::string_view name, std::string_view type, std::string_view help,
-              double value) {
+  void Single(std::string_view name, std::string_view type, std::string_view help, double value) {
     Family(name, type, help);
     Sample(name, {}, value);
   }
@@ -398,8 +396,7 @@ std::string FormatPrometheus(const Metrics& m) {
     p.Family("spool_messages", "gauge", "Messages in the spool, by queue and state.");
     for (const QueueStateCount& c : m.queues) {
       p.Sample("spool_messages",
-               {{"queue", c.queue}, {"state", std::string(MessageStateName(c.state))}},
-               c.messages);
+               {{"queue", c.queue}, {"state", std::string(MessageStateName(c.state))}}, c.messages);
     }
     p.Family("spool_message_bytes", "gauge", "Body bytes of the messages, by queue and state.");
     for (const QueueStateCount& c : m.queues) {

@@ -15,6 +15,7 @@
 #include <map>
 #include <mutex>
 #include <random>
+#include <set>
 #include <thread>
 
 #include "absl/synchronization/mutex.h"
@@ -132,6 +133,10 @@ struct Shard {
   // bound the log that an open after a crash replays.
   std::atomic<uint64_t> unflushed_records{0};
 
+  // Segments holding chunks of streamed messages not yet committed: the index does not
+  // know them yet, so reclamation must leave these segments alone.
+  std::multiset<uint64_t> pinned ABSL_GUARDED_BY(mu);
+
   std::atomic<int64_t> messages{0};
   std::atomic<int64_t> body_bytes{0};
   std::atomic<int64_t> live_bytes{0};
@@ -144,13 +149,17 @@ class BodyWriterImpl : public BodyWriter {
  public:
   BodyWriterImpl(SpoolImpl* spool, Shard* shard, MessageInfo info)
       : spool_(spool), shard_(shard), info_(std::move(info)) {}
-  ~BodyWriterImpl() override { Abort(); }
+  ~BodyWriterImpl() override { Unpin(); }
   Status Append(std::string_view piece) override;
   StatusOr<MessageId> Commit() override;
-  void Abort() override { done_ = true; }
+  void Abort() override {
+    done_ = true;
+    Unpin();
+  }
 
  private:
   Status WriteChunk(std::string_view chunk);
+  void Unpin();
 
   SpoolImpl* spool_;
   Shard* shard_;
@@ -792,7 +801,18 @@ Status BodyWriterImpl::WriteChunk(std::string_view chunk) {
   std::vector<log::Location> loc;
   SPOOL_RETURN_IF_ERROR(spool_->AppendSync(*shard_, {&rec, 1}, &loc));
   chunks_.push_back(loc[0]);
+  absl::MutexLock l(&shard_->mu);
+  shard_->pinned.insert(loc[0].segment);
   return Status::Ok();
+}
+
+void BodyWriterImpl::Unpin() {
+  absl::MutexLock l(&shard_->mu);
+  for (const log::Location& c : chunks_) {
+    auto it = shard_->pinned.find(c.segment);
+    if (it != shard_->pinned.end()) shard_->pinned.erase(it);
+  }
+  chunks_.clear();
 }
 
 Status BodyWriterImpl::Append(std::string_view piece) {
@@ -826,7 +846,9 @@ StatusOr<MessageId> BodyWriterImpl::Commit() {
     return spool_->EnqueueInline(*shard_, info_, pending_);
   }
   if (!pending_.empty()) SPOOL_RETURN_IF_ERROR(WriteChunk(pending_));
-  return spool_->CommitChunked(*shard_, info_, std::move(chunks_));
+  StatusOr<MessageId> id = spool_->CommitChunked(*shard_, info_, chunks_);
+  Unpin();  // committed: the index references the chunks now (or they are garbage)
+  return id;
 }
 
 StatusOr<MessageId> SpoolImpl::CommitChunked(Shard& shard, MessageInfo info,
@@ -1188,6 +1210,14 @@ StatusOr<bool> SpoolImpl::ReclaimOldest(Shard& shard) {
   // Keep a couple of sealed segments: recently written mail is usually removed soon.
   if (sealed.size() < 3) return false;
   const uint64_t oldest = sealed.front();
+  {
+    absl::MutexLock l(&shard.mu);
+    if (shard.pinned.count(oldest) != 0) return false;  // a streamed message is being written
+  }
+  // Every record of the segment must have reached the index (the durable hook runs after
+  // the log, in order), or the scan below could miss a message about to be indexed.
+  SPOOL_ASSIGN_OR_RETURN(log::Location applied, shard.index->Checkpoint());
+  if (applied.segment <= oldest) return false;
   const uint64_t segment = options_.segment_size;
   const uint64_t used = live.size() * segment;
   const uint64_t live_bytes = static_cast<uint64_t>(std::max<int64_t>(0, shard.live_bytes.load()));
@@ -1195,6 +1225,7 @@ StatusOr<bool> SpoolImpl::ReclaimOldest(Shard& shard) {
   // Measure what in the oldest segment is still referenced by the index.
   uint64_t referenced = 0;
   std::vector<MessageId> movers;
+  std::vector<log::Damage> scan_damage;
   SPOOL_RETURN_IF_ERROR(shard.log->ScanSealed(
       oldest,
       [&](const log::Record& r) -> Status {
@@ -1206,7 +1237,11 @@ StatusOr<bool> SpoolImpl::ReclaimOldest(Shard& shard) {
         }
         return Status::Ok();
       },
-      nullptr));
+      &scan_damage));
+  for (const log::Damage& d : scan_damage) {
+    Log(LogLevel::kError,
+        shard.dir + ": reclamation scan of segment " + std::to_string(oldest) + ": " + d.detail);
+  }
   // Reclaim when most of the segment is garbage, or when the spool uses more than twice
   // the space its live data needs.
   const bool mostly_garbage = referenced * 2 <= segment;
@@ -1230,6 +1265,10 @@ StatusOr<bool> SpoolImpl::ReclaimOldest(Shard& shard) {
   SPOOL_ASSIGN_OR_RETURN(log::Location checkpoint, shard.index->Checkpoint());
   if (checkpoint.segment <= oldest) return false;
   SPOOL_RETURN_IF_ERROR(shard.log->Recycle(oldest));
+  Log(LogLevel::kDebug, shard.dir + ": recycled segment " + std::to_string(oldest) + " (" +
+                            std::to_string(movers.size()) + " messages moved; checkpoint " +
+                            std::to_string(checkpoint.segment) + ":" +
+                            std::to_string(checkpoint.offset) + ")");
   reclaimed_.fetch_add(1);
   return true;
 }

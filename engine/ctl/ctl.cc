@@ -1,0 +1,840 @@
+#include "ctl/ctl.h"
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <functional>
+#include <iostream>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "spool/logging.h"
+#include "spool/message_id.h"
+#include "spool/metrics.h"
+#include "spool/spool.h"
+#include "spool/status.h"
+
+namespace spool::ctl {
+namespace {
+
+constexpr std::string_view kTool = "spool-ctl";
+
+constexpr int64_t kMsPerSecond = 1000;
+constexpr int64_t kMsPerMinute = 60 * kMsPerSecond;
+constexpr int64_t kMsPerHour = 60 * kMsPerMinute;
+constexpr int64_t kMsPerDay = 24 * kMsPerHour;
+constexpr int64_t kMsPerWeek = 7 * kMsPerDay;
+
+// Column widths of `list`'s table. Longer values overflow their column.
+constexpr int kQueueWidth = 10;
+constexpr int kStateWidth = 7;
+constexpr int kSizeWidth = 10;
+constexpr int kAttemptsWidth = 5;
+
+constexpr char kToolHelp[] =
+    R"(Usage: spool-ctl --spool DIR[,DIR...] [--read-only] COMMAND [ARGS]
+
+Inspect and operate the queue of a spool.
+
+Commands:
+  list      list messages (--queue, --state, --older-than, --sender, --recipient, --json)
+  show      a message's envelope, state and per-recipient status
+  cat       a message's body on stdout, byte for byte
+  hold      hold messages: not delivered until released
+  release   release held messages: due now
+  requeue   make messages due now (held ones are released)
+  delete    remove messages for good
+  stats     counts per queue and state, bytes, segments, free space (--json, --prometheus)
+  help      this text, or a command's ('spool-ctl help list', 'spool-ctl list --help')
+
+Global options (before the command):
+  --spool DIR[,DIR...]  the spool's directories: every shard, comma-separated
+  --read-only           never lock or write the spool; a mutating command is then a
+                        usage error
+  -h, --help            this text
+
+The read commands (list, show, cat, stats) always open the spool read-only: they take no
+lock and write nothing, so they work beside a running MTA and on a full or read-only disk.
+The mutating commands (hold, release, requeue, delete) need the spool to themselves: while
+another process has it open they fail, naming the holder.
+
+Message ids: hold, release, requeue and delete take many; an argument '-' reads more from
+stdin, one per line (blank lines and lines starting with '#' are skipped). Each failure is
+reported on stderr; the others still happen.
+
+Exit status:
+  0  success
+  1  an operation failed: an id that does not parse or names no message, a corrupt
+     message, a refused state change (for many ids: at least one failed)
+  2  usage error
+  3  the spool cannot be opened (missing, not a spool, held by another process)
+)";
+
+// ---- Output ----------------------------------------------------------------------------
+
+void PrintError(std::string_view message) {
+  std::string line(kTool);
+  line += ": ";
+  line += message;
+  line += '\n';
+  std::fwrite(line.data(), 1, line.size(), stderr);
+}
+
+void Out(std::string_view text) { std::fwrite(text.data(), 1, text.size(), stdout); }
+
+// Flushes stdout; a failed write (disk full, closed pipe) turns success into failure.
+int FinishOutput(int code) {
+  if (std::fflush(stdout) != 0 || std::ferror(stdout)) {
+    PrintError(std::string("writing to stdout: ") + std::strerror(errno));
+    return code == kExitOk ? kExitFailed : code;
+  }
+  return code;
+}
+
+// `text` fit for a terminal line: control bytes and DEL as \xNN, other bytes as they are.
+std::string Printable(std::string_view text) {
+  static constexpr char kHex[] = "0123456789abcdef";
+  std::string out;
+  out.reserve(text.size());
+  for (char ch : text) {
+    const auto c = static_cast<unsigned char>(ch);
+    if (c < 0x20 || c == 0x7F) {
+      out += "\\x";
+      out += kHex[c >> 4];
+      out += kHex[c & 0xF];
+    } else {
+      out += ch;
+    }
+  }
+  return out;
+}
+
+std::string PadRight(std::string s, size_t width) {
+  if (s.size() < width) s.append(width - s.size(), ' ');
+  return s;
+}
+
+std::string PadLeft(std::string s, size_t width) {
+  if (s.size() < width) s.insert(0, width - s.size(), ' ');
+  return s;
+}
+
+std::string SenderText(const std::string& sender) {
+  return sender.empty() ? "<>" : Printable(sender);
+}
+
+// "2h5m", "3d4h", "45s": the two largest units, for people.
+std::string FormatDuration(int64_t ms) {
+  struct Unit {
+    int64_t ms;
+    char name;
+  };
+  static constexpr Unit kUnits[] = {
+      {kMsPerDay, 'd'}, {kMsPerHour, 'h'}, {kMsPerMinute, 'm'}, {kMsPerSecond, 's'}};
+  if (ms < kMsPerSecond) return "0s";
+  std::string out;
+  int shown = 0;
+  for (const Unit& u : kUnits) {
+    if (shown == 2) break;
+    const int64_t n = ms / u.ms;
+    if (n == 0 && shown == 0) continue;
+    if (n > 0) out += std::to_string(n) + u.name;
+    ms -= n * u.ms;
+    ++shown;
+  }
+  return out;
+}
+
+// "2026-11-28 01:02:03": an ISO time without the milliseconds, for tables.
+std::string ShortTime(int64_t unix_ms) {
+  std::string t = FormatIsoTime(unix_ms);
+  t.resize(19);
+  t[10] = ' ';
+  return t;
+}
+
+int64_t NowMs() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+std::string Lower(std::string_view s) {
+  std::string out(s);
+  for (char& c : out) {
+    if (c >= 'A' && c <= 'Z') c = static_cast<char>(c - 'A' + 'a');
+  }
+  return out;
+}
+
+// ---- Command lines ---------------------------------------------------------------------
+
+struct OptionSpec {
+  std::string_view name;  // "--queue"
+  bool takes_value;
+};
+
+struct Args {
+  std::map<std::string, std::string, std::less<>> options;  // name -> value ("" for flags)
+  std::vector<std::string> positional;
+
+  bool Has(std::string_view name) const { return options.find(name) != options.end(); }
+  std::optional<std::string> Value(std::string_view name) const {
+    auto it = options.find(name);
+    if (it == options.end()) return std::nullopt;
+    return it->second;
+  }
+};
+
+// Parses a command's arguments: options (--name value or --name=value) anywhere, "--"
+// ends them, "-" is positional. Returns an error text, empty on success.
+std::string ParseArgs(const std::vector<std::string>& argv, size_t begin,
+                      const std::vector<OptionSpec>& specs, Args* out) {
+  bool options_done = false;
+  for (size_t i = begin; i < argv.size(); ++i) {
+    const std::string& a = argv[i];
+    if (options_done || a == "-" || !a.starts_with("-")) {
+      out->positional.push_back(a);
+      continue;
+    }
+    if (a == "--") {
+      options_done = true;
+      continue;
+    }
+    std::string name = a;
+    std::optional<std::string> value;
+    if (const size_t eq = a.find('='); eq != std::string::npos && a.starts_with("--")) {
+      name = a.substr(0, eq);
+      value = a.substr(eq + 1);
+    }
+    if (name == "-h") name = "--help";
+    auto spec = std::find_if(specs.begin(), specs.end(),
+                             [&](const OptionSpec& s) { return s.name == name; });
+    if (spec == specs.end()) return "unknown option '" + Printable(name) + "'";
+    if (spec->takes_value && !value) {
+      if (i + 1 >= argv.size()) return "option " + name + " needs a value";
+      value = argv[++i];
+    }
+    if (!spec->takes_value && value) return "option " + name + " takes no value";
+    if (out->Has(name)) return "option " + name + " given twice";
+    out->options[name] = value.value_or("");
+  }
+  return "";
+}
+
+std::vector<std::string> SplitDirs(std::string_view list) {
+  std::vector<std::string> dirs;
+  size_t start = 0;
+  for (;;) {
+    const size_t comma = list.find(',', start);
+    dirs.emplace_back(list.substr(start, comma - start));
+    if (comma == std::string_view::npos) break;
+    start = comma + 1;
+  }
+  return dirs;
+}
+
+std::optional<MessageState> ParseState(std::string_view name) {
+  for (MessageState s : {MessageState::kQueued, MessageState::kHeld, MessageState::kCorrupt}) {
+    if (MessageStateName(s) == name) return s;
+  }
+  return std::nullopt;
+}
+
+// ---- Commands --------------------------------------------------------------------------
+
+// What a command runs once the spool is open.
+struct Context {
+  std::string command;
+  Spool* spool = nullptr;
+  int64_t now_ms = 0;
+};
+
+using Runner = std::function<int(Context&)>;
+
+struct Command {
+  std::string_view name;
+  bool mutating;
+  std::string_view summary;  // the synopsis line
+  std::string_view help;     // the rest of `COMMAND --help`
+  std::vector<OptionSpec> options;
+  // Checks the arguments (before the spool is opened) and returns what to run, or sets
+  // *error to a usage error.
+  std::function<Runner(const Args&, std::string* error)> plan;
+};
+
+// The error of one operation on one message: "hold ID: no message ID".
+void PrintOpError(const Context& ctx, std::string_view id, const Status& s) {
+  PrintError(ctx.command + " " + Printable(id) + ": " + std::string(s.message()));
+}
+
+// Parses `text` as an id, or reports why not (an operation failure, exit 1).
+std::optional<MessageId> ParseIdOrReport(const Context& ctx, std::string_view text) {
+  StatusOr<MessageId> id = MessageId::Parse(text);
+  if (!id.ok()) {
+    PrintError(ctx.command + ": " + Printable(id.status().message()));
+    return std::nullopt;
+  }
+  return *id;
+}
+
+struct ListFilter {
+  std::optional<std::string> queue;
+  std::optional<MessageState> state;
+  std::optional<int64_t> older_than_ms;
+  std::optional<std::string> sender;  // lower case; "<>" is the null sender
+  std::optional<std::string> recipient;
+
+  bool Matches(const MessageInfo& m, int64_t now_ms) const {
+    if (queue && m.envelope.queue != *queue) return false;
+    if (state && m.state != *state) return false;
+    if (older_than_ms && m.arrival_ms > now_ms - *older_than_ms) return false;
+    if (sender) {
+      if (*sender == "<>") {
+        if (!m.envelope.sender.empty()) return false;
+      } else if (Lower(m.envelope.sender).find(*sender) == std::string::npos) {
+        return false;
+      }
+    }
+    if (recipient) {
+      const bool any = std::any_of(
+          m.envelope.recipients.begin(), m.envelope.recipients.end(),
+          [&](const std::string& r) { return Lower(r).find(*recipient) != std::string::npos; });
+      if (!any) return false;
+    }
+    return true;
+  }
+};
+
+std::string ListLine(const MessageInfo& m) {
+  std::string rcpts;
+  for (size_t i = 0; i < m.envelope.recipients.size(); ++i) {
+    if (i > 0) rcpts += ", ";
+    rcpts += Printable(m.envelope.recipients[i]);
+  }
+  return PadRight(m.id.ToString(), MessageId::kTextLength) + "  " +
+         PadRight(Printable(m.envelope.queue), kQueueWidth) + "  " +
+         PadRight(std::string(MessageStateName(m.state)), kStateWidth) + "  " +
+         PadLeft(std::to_string(m.size), kSizeWidth) + "  " + ShortTime(m.arrival_ms) + "  " +
+         PadLeft(std::to_string(m.attempts), kAttemptsWidth) + "  " +
+         SenderText(m.envelope.sender) + " -> " + rcpts + "\n";
+}
+
+Runner PlanList(const Args& a, std::string* error) {
+  if (!a.positional.empty()) {
+    *error = "unexpected argument '" + Printable(a.positional[0]) + "'";
+    return nullptr;
+  }
+  ListFilter f;
+  f.queue = a.Value("--queue");
+  if (auto s = a.Value("--state")) {
+    f.state = ParseState(*s);
+    if (!f.state) {
+      *error = "unknown state '" + Printable(*s) + "' (queued, held, corrupt)";
+      return nullptr;
+    }
+  }
+  if (auto d = a.Value("--older-than")) {
+    int64_t ms = 0;
+    if (!ParseDuration(*d, &ms)) {
+      *error = "bad duration '" + Printable(*d) + "' (like 90s, 30m, 2h, 3d, 1h30m)";
+      return nullptr;
+    }
+    f.older_than_ms = ms;
+  }
+  if (auto s = a.Value("--sender")) f.sender = Lower(*s);
+  if (auto r = a.Value("--recipient")) f.recipient = Lower(*r);
+  const bool json = a.Has("--json");
+  const bool ids = a.Has("--ids");
+  if (json && ids) {
+    *error = "--json and --ids exclude each other";
+    return nullptr;
+  }
+  return [f, json, ids](Context& ctx) {
+    if (!json && !ids) {
+      Out(PadRight("ID", MessageId::kTextLength) + "  " + PadRight("QUEUE", kQueueWidth) + "  " +
+          PadRight("STATE", kStateWidth) + "  " + PadLeft("SIZE", kSizeWidth) + "  " +
+          PadRight("ARRIVAL (UTC)", 19) + "  " + PadLeft("TRIES", kAttemptsWidth) +
+          "  SENDER -> RECIPIENTS\n");
+    }
+    Status s = ctx.spool->ForEach([&](const MessageInfo& m) {
+      if (!f.Matches(m, ctx.now_ms)) return true;
+      if (json) {
+        Out(MessageInfoJson(m) + "\n");
+      } else if (ids) {
+        Out(m.id.ToString() + "\n");
+      } else {
+        Out(ListLine(m));
+      }
+      return true;
+    });
+    if (!s.ok()) {
+      PrintError("list: " + s.ToString());
+      return kExitFailed;
+    }
+    return kExitOk;
+  };
+}
+
+std::string ShowText(const MessageInfo& m, int64_t now_ms) {
+  std::string out;
+  const auto field = [&](std::string_view name, const std::string& value) {
+    out += PadRight(std::string(name) + ":", 15) + value + "\n";
+  };
+  field("id", m.id.ToString());
+  field("queue", Printable(m.envelope.queue));
+  field("state", std::string(MessageStateName(m.state)));
+  field("size", std::to_string(m.size) + " bytes");
+  field("arrival",
+        FormatIsoTime(m.arrival_ms) + " (" + FormatDuration(now_ms - m.arrival_ms) + " ago)");
+  std::string next = FormatIsoTime(m.next_attempt_ms);
+  if (m.state == MessageState::kHeld) {
+    next += " (held)";
+  } else if (m.state == MessageState::kCorrupt) {
+    next += " (quarantined)";
+  } else if (m.next_attempt_ms <= now_ms) {
+    next += " (due)";
+  } else {
+    next += " (in " + FormatDuration(m.next_attempt_ms - now_ms) + ")";
+  }
+  field("next attempt", next);
+  field("attempts", std::to_string(m.attempts));
+  field("sender", SenderText(m.envelope.sender));
+  field("metadata",
+        std::to_string(m.envelope.metadata.size()) + " bytes" +
+            (m.envelope.metadata.empty() ? std::string()
+                                         : ": \"" + Printable(m.envelope.metadata) + "\""));
+  field("recipients", std::to_string(m.envelope.recipients.size()));
+  for (size_t i = 0; i < m.envelope.recipients.size(); ++i) {
+    const RecipientStatus st =
+        i < m.recipient_status.size() ? m.recipient_status[i] : RecipientStatus::kPending;
+    out += "  " + PadRight(std::string(RecipientStatusName(st)), 10) + " " +
+           Printable(m.envelope.recipients[i]) + "\n";
+  }
+  return out;
+}
+
+// Checks that a command got exactly one positional argument, a message id.
+bool OneId(const Args& a, std::string* error) {
+  if (a.positional.size() == 1) return true;
+  *error = a.positional.empty() ? "a message id is needed" : "one message id only";
+  return false;
+}
+
+Runner PlanShow(const Args& a, std::string* error) {
+  if (!OneId(a, error)) return nullptr;
+  const std::string text = a.positional[0];
+  const bool json = a.Has("--json");
+  return [text, json](Context& ctx) {
+    std::optional<MessageId> id = ParseIdOrReport(ctx, text);
+    if (!id) return kExitFailed;
+    StatusOr<MessageInfo> m = ctx.spool->Get(*id);
+    if (!m.ok()) {
+      PrintOpError(ctx, text, m.status());
+      return kExitFailed;
+    }
+    Out(json ? MessageInfoJson(*m) + "\n" : ShowText(*m, ctx.now_ms));
+    return kExitOk;
+  };
+}
+
+Runner PlanCat(const Args& a, std::string* error) {
+  if (!OneId(a, error)) return nullptr;
+  const std::string text = a.positional[0];
+  return [text](Context& ctx) {
+    std::optional<MessageId> id = ParseIdOrReport(ctx, text);
+    if (!id) return kExitFailed;
+    // The whole body, verified, before the first byte goes out: a body that turns out
+    // corrupt half-way must not leave half a message on stdout.
+    StatusOr<std::string> body = ctx.spool->ReadBody(*id);
+    if (!body.ok()) {
+      PrintOpError(ctx, text, body.status());
+      return kExitFailed;
+    }
+    Out(*body);
+    return kExitOk;
+  };
+}
+
+// hold, release, requeue, delete: many ids, "-" for stdin.
+Runner PlanBulk(const Args& a, std::string* error, Status (Spool::*op)(const MessageId&)) {
+  if (a.positional.empty()) {
+    *error = "no message ids (give ids, or '-' to read them from stdin)";
+    return nullptr;
+  }
+  if (std::count(a.positional.begin(), a.positional.end(), "-") > 1) {
+    *error = "'-' (stdin) given twice";
+    return nullptr;
+  }
+  const std::vector<std::string> args = a.positional;
+  return [args, op](Context& ctx) {
+    uint64_t done = 0, failed = 0;
+    const auto apply = [&](const std::string& text) {
+      std::optional<MessageId> id = ParseIdOrReport(ctx, text);
+      if (!id) {
+        ++failed;
+        return;
+      }
+      Status s = (ctx.spool->*op)(*id);
+      if (!s.ok()) {
+        PrintOpError(ctx, text, s);
+        ++failed;
+        return;
+      }
+      ++done;
+    };
+    for (const std::string& arg : args) {
+      if (arg != "-") {
+        apply(arg);
+        continue;
+      }
+      std::string line;
+      while (std::getline(std::cin, line)) {
+        const size_t b = line.find_first_not_of(" \t\r");
+        if (b == std::string::npos || line[b] == '#') continue;
+        const size_t e = line.find_last_not_of(" \t\r");
+        apply(line.substr(b, e - b + 1));
+      }
+    }
+    if (failed > 0) {
+      PrintError(ctx.command + ": " + std::to_string(failed) + " of " +
+                 std::to_string(failed + done) + " failed");
+      return kExitFailed;
+    }
+    return kExitOk;
+  };
+}
+
+std::string StatsText(const Metrics& m) {
+  const Stats& s = m.stats;
+  std::string out;
+  const auto field = [&](std::string_view name, const std::string& value) {
+    out += PadRight(std::string(name) + ":", 12) + value + "\n";
+  };
+  field("messages",
+        std::to_string(s.messages) + " (" + std::to_string(s.body_bytes) + " body bytes)");
+  if (s.oldest_arrival_ms != 0) {
+    field("oldest", FormatIsoTime(s.oldest_arrival_ms) + " (" +
+                        FormatDuration(m.now_ms - s.oldest_arrival_ms) + " ago)");
+  } else {
+    field("oldest", "-");
+  }
+  field("segments", std::to_string(s.segments_live) + " live, " + std::to_string(s.segments_free) +
+                        " free, " + std::to_string(s.segment_bytes) + " bytes");
+  field("live bytes", std::to_string(s.live_bytes));
+  field("disk free", std::to_string(s.disk_free_bytes) + " bytes");
+  if (!m.queues.empty()) {
+    out += "\n" + PadRight("QUEUE", 20) + PadLeft("QUEUED", 10) + PadLeft("HELD", 10) +
+           PadLeft("CORRUPT", 10) + PadLeft("BYTES", 14) + "\n";
+    // m.queues holds every state of a queue, consecutively.
+    for (size_t i = 0; i < m.queues.size();) {
+      const std::string& queue = m.queues[i].queue;
+      uint64_t counts[3] = {0, 0, 0};
+      uint64_t bytes = 0;
+      for (; i < m.queues.size() && m.queues[i].queue == queue; ++i) {
+        const auto st = static_cast<size_t>(m.queues[i].state);
+        if (st < 3) counts[st] += m.queues[i].messages;
+        bytes += m.queues[i].bytes;
+      }
+      out += PadRight(Printable(queue), 20) + PadLeft(std::to_string(counts[0]), 10) +
+             PadLeft(std::to_string(counts[1]), 10) + PadLeft(std::to_string(counts[2]), 10) +
+             PadLeft(std::to_string(bytes), 14) + "\n";
+    }
+  }
+  return out;
+}
+
+Runner PlanStats(const Args& a, std::string* error) {
+  if (!a.positional.empty()) {
+    *error = "unexpected argument '" + Printable(a.positional[0]) + "'";
+    return nullptr;
+  }
+  const bool json = a.Has("--json");
+  const bool prometheus = a.Has("--prometheus");
+  if (json && prometheus) {
+    *error = "--json and --prometheus exclude each other";
+    return nullptr;
+  }
+  return [json, prometheus](Context& ctx) {
+    StatusOr<Metrics> m = CollectMetrics(*ctx.spool);
+    if (!m.ok()) {
+      PrintError("stats: " + m.status().ToString());
+      return kExitFailed;
+    }
+    if (json) {
+      Out(FormatStatsJson(*m) + "\n");
+    } else if (prometheus) {
+      Out(FormatPrometheus(*m));
+    } else {
+      Out(StatsText(*m));
+    }
+    return kExitOk;
+  };
+}
+
+const std::vector<Command>& Commands() {
+  static const auto* commands = new std::vector<Command>{
+      {"list",
+       false,
+       "list [--queue Q] [--state queued|held|corrupt] [--older-than DURATION]\n"
+       "     [--sender SUBSTR] [--recipient SUBSTR] [--json | --ids]",
+       R"(Lists the messages that match every filter given, in id (arrival) order per shard.
+
+  --queue Q              messages of queue Q
+  --state STATE          queued, held or corrupt (quarantined by spool-fsck --repair)
+  --older-than DURATION  arrived at least DURATION ago: 90s, 30m, 2h, 3d, 1w, 1h30m
+  --sender SUBSTR        sender contains SUBSTR (ASCII case-insensitive); '<>' is the
+                         null sender (bounces)
+  --recipient SUBSTR     some recipient contains SUBSTR (ASCII case-insensitive)
+  --json                 one JSON object per line: id, queue, sender, recipients,
+                         recipient_status, size, arrival, arrival_ms, next_attempt,
+                         next_attempt_ms, attempts, state, metadata
+  --ids                  ids only, one per line (for 'spool-ctl hold -' and the like)
+)",
+       {{"--queue", true},
+        {"--state", true},
+        {"--older-than", true},
+        {"--sender", true},
+        {"--recipient", true},
+        {"--json", false},
+        {"--ids", false}},
+       PlanList},
+      {"show",
+       false,
+       "show ID [--json]",
+       R"(Shows a message's envelope, state, attempts and per-recipient status.
+
+  --json  one JSON object, the fields of 'list --json'
+)",
+       {{"--json", false}},
+       PlanShow},
+      {"cat",
+       false,
+       "cat ID",
+       R"(Writes the message's body to stdout byte for byte, after verifying its checksums.
+A missing or corrupt message writes nothing to stdout, the reason to stderr, and exits 1.
+)",
+       {},
+       PlanCat},
+      {"hold",
+       true,
+       "hold ID... (or - for ids on stdin)",
+       "Holds messages: they are not due until released. Needs the spool to itself.\n",
+       {},
+       [](const Args& a, std::string* e) { return PlanBulk(a, e, &Spool::Hold); }},
+      {"release",
+       true,
+       "release ID... (or - for ids on stdin)",
+       "Releases held messages: queued again, due now. Needs the spool to itself.\n",
+       {},
+       [](const Args& a, std::string* e) { return PlanBulk(a, e, &Spool::Release); }},
+      {"requeue",
+       true,
+       "requeue ID... (or - for ids on stdin)",
+       "Makes messages due now, releasing held ones (after an outage of the next hop).\n"
+       "Needs the spool to itself.\n",
+       {},
+       [](const Args& a, std::string* e) { return PlanBulk(a, e, &Spool::Requeue); }},
+      {"delete",
+       true,
+       "delete ID... (or - for ids on stdin)",
+       "Removes messages for good, without a bounce. Needs the spool to itself.\n",
+       {},
+       [](const Args& a, std::string* e) { return PlanBulk(a, e, &Spool::Remove); }},
+      {"stats",
+       false,
+       "stats [--json | --prometheus]",
+       R"(Counts messages and body bytes per queue and state, the oldest message, segments
+and free disk space.
+
+  --json        one JSON object (see docs/operations.md)
+  --prometheus  Prometheus text exposition format, e.g. for node_exporter's textfile
+                collector. Write-path counters, sync latencies and health belong to the
+                process that has the spool open: the MTA exports them itself
+                (spool/metrics.h).
+)",
+       {{"--json", false}, {"--prometheus", false}},
+       PlanStats},
+  };
+  return *commands;
+}
+
+const Command* FindCommand(std::string_view name) {
+  for (const Command& c : Commands()) {
+    if (c.name == name) return &c;
+  }
+  return nullptr;
+}
+
+std::string CommandHelp(const Command& c) {
+  return "Usage: spool-ctl --spool DIR[,DIR...] [--read-only] " + std::string(c.summary) + "\n\n" +
+         std::string(c.help) + "\n  -h, --help  this text\n";
+}
+
+int UsageError(std::string_view command, std::string_view message) {
+  std::string line;
+  if (!command.empty()) {
+    line += command;
+    line += ": ";
+  }
+  line += message;
+  line += " (see 'spool-ctl ";
+  if (!command.empty()) {
+    line += command;
+    line += ' ';
+  }
+  line += "--help')";
+  PrintError(line);
+  return kExitUsage;
+}
+
+// The library's log lines (damage found at open, say) go to stderr as
+// "spool-ctl: spool log: error: ...", warnings and errors only, so that they read apart
+// from the command's own error line. SPOOL_LOG_LEVEL restores the library's own format
+// and level.
+void InstallLogSink() {
+  if (std::getenv("SPOOL_LOG_LEVEL") != nullptr) return;
+  SetLogSink([](LogLevel level, std::string_view message) {
+    if (level < LogLevel::kWarning) return;
+    PrintError("spool log: " + Lower(LogLevelName(level)) + ": " + std::string(message));
+  });
+}
+
+int Run(const std::vector<std::string>& argv) {
+  // Global options, up to the command.
+  std::optional<std::string> spool_arg;
+  bool read_only = false;
+  size_t i = 1;
+  for (; i < argv.size(); ++i) {
+    const std::string& a = argv[i];
+    if (!a.starts_with("-")) break;
+    if (a == "-h" || a == "--help") {
+      Out(kToolHelp);
+      return kExitOk;
+    }
+    if (a == "--read-only") {
+      read_only = true;
+    } else if (a == "--spool" || a.starts_with("--spool=")) {
+      if (spool_arg) return UsageError("", "--spool given twice");
+      if (a == "--spool") {
+        if (i + 1 >= argv.size()) return UsageError("", "--spool needs a value");
+        spool_arg = argv[++i];
+      } else {
+        spool_arg = a.substr(std::strlen("--spool="));
+      }
+    } else {
+      return UsageError("", "unknown option '" + Printable(a) +
+                                "' (global options go before "
+                                "the command)");
+    }
+  }
+  if (i >= argv.size()) return UsageError("", "no command given");
+  const std::string name = argv[i];
+  if (name == "help") {
+    if (i + 1 >= argv.size()) {
+      Out(kToolHelp);
+      return kExitOk;
+    }
+    const Command* c = FindCommand(argv[i + 1]);
+    if (c == nullptr) return UsageError("", "unknown command '" + Printable(argv[i + 1]) + "'");
+    Out(CommandHelp(*c));
+    return kExitOk;
+  }
+  const Command* command = FindCommand(name);
+  if (command == nullptr) return UsageError("", "unknown command '" + Printable(name) + "'");
+
+  std::vector<OptionSpec> specs = command->options;
+  specs.push_back({"--help", false});
+  Args args;
+  if (std::string error = ParseArgs(argv, i + 1, specs, &args); !error.empty()) {
+    return UsageError(name, error);
+  }
+  if (args.Has("--help")) {
+    Out(CommandHelp(*command));
+    return kExitOk;
+  }
+  std::string error;
+  Runner runner = command->plan(args, &error);
+  if (!runner) return UsageError(name, error);
+  if (!spool_arg) return UsageError("", "--spool DIR[,DIR...] is needed");
+  Options options;
+  options.dirs = SplitDirs(*spool_arg);
+  for (const std::string& d : options.dirs) {
+    if (d.empty()) return UsageError("", "empty directory in --spool '" + *spool_arg + "'");
+  }
+  if (command->mutating && read_only) {
+    return UsageError(name, name + " changes the spool; it cannot run with --read-only");
+  }
+  // An operator's tool never creates a spool; the read commands never lock or write one.
+  options.create_if_missing = false;
+  options.read_only = !command->mutating;
+  options.lock_holder = "spool-ctl " + name + " (pid " + std::to_string(getpid()) + ")";
+
+  InstallLogSink();
+  StatusOr<std::unique_ptr<Spool>> spool = Spool::Open(options);
+  if (!spool.ok()) {
+    PrintError(std::string("cannot open the spool") + (command->mutating ? " for writing" : "") +
+               ": " + Printable(spool.status().message()));
+    return kExitCannotOpen;
+  }
+  Context ctx;
+  ctx.command = name;
+  ctx.spool = spool->get();
+  ctx.now_ms = NowMs();
+  return runner(ctx);
+}
+
+}  // namespace
+
+bool ParseDuration(std::string_view text, int64_t* ms) {
+  if (text.empty()) return false;
+  int64_t total = 0;
+  size_t i = 0;
+  while (i < text.size()) {
+    int64_t n = 0;
+    const size_t start = i;
+    for (; i < text.size() && text[i] >= '0' && text[i] <= '9'; ++i) {
+      if (n > (INT64_MAX - 9) / 10) return false;
+      n = n * 10 + (text[i] - '0');
+    }
+    if (i == start || i == text.size()) return false;  // no number, or no unit
+    int64_t unit;
+    switch (text[i++]) {
+      case 's':
+        unit = kMsPerSecond;
+        break;
+      case 'm':
+        unit = kMsPerMinute;
+        break;
+      case 'h':
+        unit = kMsPerHour;
+        break;
+      case 'd':
+        unit = kMsPerDay;
+        break;
+      case 'w':
+        unit = kMsPerWeek;
+        break;
+      default:
+        return false;
+    }
+    if (n > (INT64_MAX - total) / unit) return false;
+    total += n * unit;
+  }
+  *ms = total;
+  return true;
+}
+
+int CtlMain(int argc, char** argv) {
+  const std::vector<std::string> args(argv, argv + argc);
+  return FinishOutput(Run(args));
+}
+
+}  // namespace spool::ctl
