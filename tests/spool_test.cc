@@ -206,6 +206,20 @@ TEST_F(SpoolTest, NewerFormatIsRefused) {
   EXPECT_NE(s.status().message().find("newer"), std::string_view::npos);
 }
 
+TEST_F(SpoolTest, SegmentSizeIsFixedAtCreation) {
+  { ASSERT_OK_AND_ASSIGN(auto spool, Spool::Open(options_)); }
+  Options other = options_;
+  other.segment_size = 64 << 20;  // a tool opening with defaults must not change it
+  {
+    ASSERT_OK_AND_ASSIGN(auto spool, Spool::Open(other));
+    ASSERT_OK_AND_ASSIGN(MessageId id, spool->Enqueue(MakeEnvelope(), "x"));
+    (void)id;
+  }
+  for (const auto& entry : std::filesystem::directory_iterator(options_.dirs[0] + "/log")) {
+    EXPECT_EQ(entry.file_size(), options_.segment_size) << entry.path();
+  }
+}
+
 TEST_F(SpoolTest, StateChangesAreDurableAndRemovedMessagesStayGone) {
   MessageId a, b, c;
   const int64_t later = 4102444800000;  // 2100-01-01

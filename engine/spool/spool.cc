@@ -122,6 +122,7 @@ struct IndexOp {
 struct Shard {
   uint32_t number = 0;
   std::string dir;
+  uint64_t segment_size = 0;  // the shard's own, from its marker
   std::unique_ptr<io::FileLock> lock;
   std::unique_ptr<log::Log> log;
   std::unique_ptr<index::Index> index;
@@ -181,6 +182,7 @@ class SpoolImpl : public Spool {
   // As after a crash: the index is not flushed at close.
   void SetCrashOnClose() { crash_on_close_ = true; }
   uint64_t inline_limit() const { return inline_limit_; }
+  uint64_t stream_chunk_size() const { return stream_chunk_size_; }
 
   StatusOr<MessageId> Enqueue(const Envelope& envelope, std::string_view body) override;
   void EnqueueAsync(const Envelope& envelope, std::string_view body, EnqueueCallback done) override;
@@ -211,8 +213,10 @@ class SpoolImpl : public Spool {
 
  private:
   Status OpenShard(const std::string& dir, uint32_t ordinal, uint64_t* spool_id);
+  // Reads the shard's SPOOL marker, or writes it for a new shard. *segment_size comes in
+  // as the option and goes out as the shard's own.
   Status ReadOrCreateMarker(const std::string& dir, uint32_t ordinal, uint64_t* spool_id,
-                            uint32_t* shard_number);
+                            uint32_t* shard_number, uint64_t* segment_size);
   Status Replay(Shard& shard, const log::Record& record, index::Index::Batch* batch,
                 std::map<std::string, std::optional<IndexEntry>>* pending);
   void OnDurable(Shard& shard, std::span<const log::CommittedRecord> records);
@@ -240,6 +244,7 @@ class SpoolImpl : public Spool {
 
   const Options options_;
   uint64_t inline_limit_ = 0;
+  uint64_t stream_chunk_size_ = 0;
   std::unique_ptr<io::FileSystem> owned_fs_;
   io::FileSystem* fs_ = nullptr;
   std::vector<std::unique_ptr<Shard>> shards_;
@@ -266,10 +271,6 @@ Status SpoolImpl::Init() {
     return InvalidArgumentError("segment_size must be a multiple of 4096 and at least 1 MiB");
   }
   inline_limit_ = InlineLimit(options_.segment_size);
-  if (options_.stream_chunk_size == 0 || options_.stream_chunk_size > inline_limit_) {
-    return InvalidArgumentError("stream_chunk_size must be between 1 byte and " +
-                                std::to_string(inline_limit_) + " for this segment size");
-  }
   io::Backend backend;
   if (!io::ParseBackend(options_.io_backend, &backend)) {
     return InvalidArgumentError("unknown io_backend '" + options_.io_backend +
@@ -283,6 +284,9 @@ Status SpoolImpl::Init() {
   for (size_t i = 0; i < options_.dirs.size(); ++i) {
     SPOOL_RETURN_IF_ERROR(OpenShard(options_.dirs[i], static_cast<uint32_t>(i), &spool_id));
   }
+  // Bodies larger than a chunk are streamed: a chunk must fit one record of every shard.
+  stream_chunk_size_ = std::min<uint64_t>(options_.stream_chunk_size, inline_limit_);
+  if (stream_chunk_size_ == 0) return InvalidArgumentError("stream_chunk_size must be positive");
   if (!options_.read_only) {
     for (auto& shard : shards_) {
       threads_.emplace_back([this, s = shard.get()] { MaintenanceLoop(s); });
@@ -293,7 +297,7 @@ Status SpoolImpl::Init() {
 }
 
 Status SpoolImpl::ReadOrCreateMarker(const std::string& dir, uint32_t ordinal, uint64_t* spool_id,
-                                     uint32_t* shard_number) {
+                                     uint32_t* shard_number, uint64_t* segment_size) {
   const std::string marker = dir + "/" + kMarkerFile;
   SPOOL_ASSIGN_OR_RETURN(bool exists, fs_->Exists(marker));
   if (exists) {
@@ -301,17 +305,15 @@ Status SpoolImpl::ReadOrCreateMarker(const std::string& dir, uint32_t ordinal, u
     std::string text(4096, '\0');
     size_t got = 0;
     SPOOL_RETURN_IF_ERROR(
-        fs_->Read(*f, 0,
-                  AsBytes(text).size()
-                      ? std::span<std::byte>(reinterpret_cast<std::byte*>(text.data()), text.size())
-                      : std::span<std::byte>(),
-                  &got));
+        fs_->Read(*f, 0, {reinterpret_cast<std::byte*>(text.data()), text.size()}, &got));
     text.resize(got);
     int version = 0;
-    unsigned long long id = 0;
+    unsigned long long id = 0, seg_size = 0;
     unsigned shard = 0;
-    if (std::sscanf(text.c_str(), "spool format %d\nspool id %llu\nshard %u", &version, &id,
-                    &shard) != 3) {
+    const int fields =
+        std::sscanf(text.c_str(), "spool format %d\nspool id %llu\nshard %u\nsegment size %llu",
+                    &version, &id, &shard, &seg_size);
+    if (fields < 3) {
       return FailedPreconditionError(dir + " is not a spool: " + marker + " is unreadable");
     }
     if (version > kMarkerVersion) {
@@ -324,6 +326,10 @@ Status SpoolImpl::ReadOrCreateMarker(const std::string& dir, uint32_t ordinal, u
     }
     *spool_id = id;
     *shard_number = shard;
+    // The segment size is the spool's, fixed at creation; options only choose it then.
+    if (fields == 4 && seg_size >= (1ull << 20) && seg_size % log::kBlockSize == 0) {
+      *segment_size = seg_size;
+    }
     return Status::Ok();
   }
   if (options_.read_only)
@@ -341,7 +347,8 @@ Status SpoolImpl::ReadOrCreateMarker(const std::string& dir, uint32_t ordinal, u
   }
   *shard_number = ordinal;
   const std::string text = "spool format " + std::to_string(kMarkerVersion) + "\nspool id " +
-                           std::to_string(*spool_id) + "\nshard " + std::to_string(ordinal) + "\n";
+                           std::to_string(*spool_id) + "\nshard " + std::to_string(ordinal) +
+                           "\nsegment size " + std::to_string(*segment_size) + "\n";
   const std::string tmp = marker + ".tmp";
   {
     SPOOL_ASSIGN_OR_RETURN(auto f, fs_->Open(tmp, io::OpenOptions{.create = true}));
@@ -384,7 +391,10 @@ Status SpoolImpl::OpenShard(const std::string& dir, uint32_t ordinal, uint64_t* 
     if (holder.empty()) holder = "pid " + std::to_string(getpid());
     SPOOL_ASSIGN_OR_RETURN(shard->lock, fs_->LockFile(dir + "/" + kLockFile, holder));
   }
-  SPOOL_RETURN_IF_ERROR(ReadOrCreateMarker(dir, ordinal, spool_id, &shard->number));
+  uint64_t segment_size = options_.segment_size;
+  SPOOL_RETURN_IF_ERROR(ReadOrCreateMarker(dir, ordinal, spool_id, &shard->number, &segment_size));
+  inline_limit_ = std::min(inline_limit_, InlineLimit(segment_size));
+  shard->segment_size = segment_size;
   if (by_number_.count(shard->number) != 0) {
     return FailedPreconditionError(dir + " is shard " + std::to_string(shard->number) + ", like " +
                                    by_number_[shard->number]->dir);
@@ -396,8 +406,8 @@ Status SpoolImpl::OpenShard(const std::string& dir, uint32_t ordinal, uint64_t* 
   SPOOL_ASSIGN_OR_RETURN(log::Location checkpoint, shard->index->Checkpoint());
 
   log::LogOptions lo;
-  lo.segment_size = options_.segment_size;
-  lo.batch_capacity = BatchCapacity(options_.segment_size);
+  lo.segment_size = segment_size;
+  lo.batch_capacity = BatchCapacity(segment_size);
   lo.max_wait_ms = options_.max_commit_wait_ms;
   lo.spool_id = *spool_id;
   lo.shard = shard->number;
@@ -700,8 +710,8 @@ StatusOr<MessageId> SpoolImpl::Enqueue(const Envelope& envelope, std::string_vie
   }
   if (body.size() > inline_limit_) {
     SPOOL_ASSIGN_OR_RETURN(std::unique_ptr<BodyWriter> w, BeginMessage(envelope));
-    for (size_t off = 0; off < body.size(); off += options_.stream_chunk_size) {
-      SPOOL_RETURN_IF_ERROR(w->Append(body.substr(off, options_.stream_chunk_size)));
+    for (size_t off = 0; off < body.size(); off += stream_chunk_size_) {
+      SPOOL_RETURN_IF_ERROR(w->Append(body.substr(off, stream_chunk_size_)));
     }
     return w->Commit();
   }
@@ -824,7 +834,7 @@ Status BodyWriterImpl::Append(std::string_view piece) {
   }
   info_.size += piece.size();
   pending_.append(piece);
-  const size_t chunk = spool_->options().stream_chunk_size;
+  const size_t chunk = spool_->stream_chunk_size();
   size_t off = 0;
   while (pending_.size() - off >= chunk &&
          (info_.size > spool_->inline_limit() || !chunks_.empty())) {
@@ -1218,7 +1228,7 @@ StatusOr<bool> SpoolImpl::ReclaimOldest(Shard& shard) {
   // the log, in order), or the scan below could miss a message about to be indexed.
   SPOOL_ASSIGN_OR_RETURN(log::Location applied, shard.index->Checkpoint());
   if (applied.segment <= oldest) return false;
-  const uint64_t segment = options_.segment_size;
+  const uint64_t segment = shard.segment_size;
   const uint64_t used = live.size() * segment;
   const uint64_t live_bytes = static_cast<uint64_t>(std::max<int64_t>(0, shard.live_bytes.load()));
 

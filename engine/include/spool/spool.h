@@ -44,8 +44,10 @@ struct Options {
   bool read_only = false;
   // Messages larger than this fail with kTooBig (SMTP 552). SMTP SIZE advertises it.
   uint64_t max_message_size = 64ull << 20;
-  // Segment file size; a record never spans segments, and bodies larger than
-  // stream_chunk_size are stored as chunks.
+  // Segment file size of a new spool (an existing spool keeps the size it was created
+  // with, recorded in each shard's SPOOL file). A record never spans segments; bodies
+  // larger than a quarter of a segment (at most 4 MiB) are stored as chunks of
+  // stream_chunk_size bytes.
   uint64_t segment_size = 64ull << 20;
   uint64_t stream_chunk_size = 1ull << 20;
   // "auto" (io_uring if the kernel allows, else posix), "io_uring" or "posix".
