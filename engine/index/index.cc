@@ -6,6 +6,7 @@
 #include <rocksdb/write_batch.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <cstring>
 
 #include "spool/logging.h"
@@ -155,7 +156,10 @@ Status Index::Write(Batch& batch) {
     batch.batch_->Put(handles_[kMeta], kCheckpointKey, EncodeCheckpoint(*batch.checkpoint_));
   }
   rocksdb::WriteOptions wo;
-  wo.disableWAL = true;  // the spool's log is the write-ahead log
+  // The spool's log is the write-ahead log. SPOOL_INDEX_WAL=1 turns RocksDB's WAL on (no
+  // sync) only to measure what it would cost: docs/design.md.
+  static const bool wal = std::getenv("SPOOL_INDEX_WAL") != nullptr;
+  wo.disableWAL = !wal;
   return FromRocks(db_->Write(wo, batch.batch_.get()), "index write");
 }
 
