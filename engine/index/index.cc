@@ -49,17 +49,17 @@ std::string EncodeCheckpoint(const log::Location& loc) {
 
 struct Index::Listener : public rocksdb::EventListener {
   void OnBackgroundError(rocksdb::BackgroundErrorReason, rocksdb::Status* error) override {
-    absl::MutexLock l(&mu);
+    MutexLock l(&mu);
     if (error != nullptr && !error->ok() && status.ok()) {
       status = FromRocks(*error, "index background work");
       Log(LogLevel::kError, status.ToString());
     }
   }
   void OnErrorRecoveryEnd(const rocksdb::BackgroundErrorRecoveryInfo& info) override {
-    absl::MutexLock l(&mu);
+    MutexLock l(&mu);
     if (info.new_bg_error.ok()) status = Status::Ok();
   }
-  mutable absl::Mutex mu;
+  mutable Mutex mu;
   Status status ABSL_GUARDED_BY(mu);
 };
 
@@ -147,7 +147,7 @@ Index::~Index() {
 
 Status Index::Write(Batch& batch) {
   if (read_only_) {
-    absl::MutexLock l(&overlay_mu_);
+    MutexLock l(&overlay_mu_);
     for (auto& [key, entry] : batch.overlay_) overlay_[key] = std::move(entry);
     if (batch.checkpoint_) overlay_checkpoint_ = batch.checkpoint_;
     return Status::Ok();
@@ -166,7 +166,7 @@ Status Index::Write(Batch& batch) {
 StatusOr<std::optional<IndexEntry>> Index::Get(const MessageId& id) {
   const std::string key = internal::IdKey(id);
   if (read_only_) {
-    absl::MutexLock l(&overlay_mu_);
+    MutexLock l(&overlay_mu_);
     auto it = overlay_.find(key);
     if (it != overlay_.end()) return it->second;
   }
@@ -220,7 +220,7 @@ StatusOr<std::vector<std::pair<int64_t, MessageId>>> Index::ScanDue(std::string_
 Status Index::ForEach(const std::function<bool(const MessageId&, const IndexEntry&)>& visit) {
   std::map<std::string, std::optional<IndexEntry>> overlay;
   if (read_only_) {
-    absl::MutexLock l(&overlay_mu_);
+    MutexLock l(&overlay_mu_);
     overlay = overlay_;
   }
   auto o = overlay.begin();
@@ -260,7 +260,7 @@ Status Index::ForEach(const std::function<bool(const MessageId&, const IndexEntr
 
 StatusOr<log::Location> Index::Checkpoint() {
   if (read_only_) {
-    absl::MutexLock l(&overlay_mu_);
+    MutexLock l(&overlay_mu_);
     if (overlay_checkpoint_) return *overlay_checkpoint_;
   }
   std::string value;
@@ -282,7 +282,7 @@ Status Index::Flush() {
 }
 
 Status Index::BackgroundError() const {
-  absl::MutexLock l(&listener_->mu);
+  MutexLock l(&listener_->mu);
   return listener_->status;
 }
 

@@ -26,10 +26,10 @@
 #include <string>
 #include <vector>
 
-#include "absl/synchronization/mutex.h"
 #include "log/log.h"
 #include "spool/codec.h"
 #include "spool/status.h"
+#include "util/mutex.h"
 
 namespace rocksdb {
 class DB;
@@ -102,7 +102,7 @@ class Index {
   struct Listener;
   std::shared_ptr<Listener> listener_;
 
-  mutable absl::Mutex overlay_mu_;
+  mutable Mutex overlay_mu_;
   std::map<std::string, std::optional<IndexEntry>> overlay_ ABSL_GUARDED_BY(overlay_mu_);
   std::optional<log::Location> overlay_checkpoint_ ABSL_GUARDED_BY(overlay_mu_);
 };

@@ -18,13 +18,13 @@
 #include <set>
 #include <thread>
 
-#include "absl/synchronization/mutex.h"
 #include "index/index.h"
 #include "io/file_system.h"
 #include "log/log.h"
 #include "spool/codec.h"
 #include "spool/internal.h"
 #include "spool/logging.h"
+#include "util/mutex.h"
 
 namespace spool {
 
@@ -127,7 +127,7 @@ struct Shard {
   std::unique_ptr<log::Log> log;
   std::unique_ptr<index::Index> index;
 
-  absl::Mutex mu;
+  Mutex mu;
   Status index_fault ABSL_GUARDED_BY(mu);  // a failed index write: the shard refuses
   bool dirty ABSL_GUARDED_BY(mu) = false;  // index written since the last flush
   // Records indexed since the last flush: a flush is due early past kFlushRecords, to
@@ -230,7 +230,7 @@ class SpoolImpl : public Spool {
   StatusOr<IndexEntry> Lookup(Shard& shard, const MessageId& id);
   StatusOr<std::string> ReadRecordPayload(Shard& shard, const MessageId& id,
                                           const log::Location& loc);
-  absl::Mutex& StripeOf(const MessageId& id) {
+  Mutex& StripeOf(const MessageId& id) {
     return stripes_[(id.time() ^ (id.tag() * 0x9E3779B97F4A7C15ull)) % kLockStripes];
   }
 
@@ -249,14 +249,14 @@ class SpoolImpl : public Spool {
   io::FileSystem* fs_ = nullptr;
   std::vector<std::unique_ptr<Shard>> shards_;
   std::map<uint32_t, Shard*> by_number_;
-  std::array<absl::Mutex, kLockStripes> stripes_;
+  std::array<Mutex, kLockStripes> stripes_;
   std::atomic<uint64_t> last_time_{0};
   uint64_t nonce_ = 0;
   std::atomic<uint32_t> next_shard_{0};
 
   std::atomic<uint64_t> enqueued_{0}, removed_{0}, reclaimed_{0}, relocated_bytes_{0};
 
-  absl::Mutex mu_;
+  Mutex mu_;
   bool closing_ ABSL_GUARDED_BY(mu_) = false;
   std::deque<std::function<void()>> big_queue_ ABSL_GUARDED_BY(mu_);
   std::vector<std::thread> threads_;
@@ -541,7 +541,7 @@ Status SpoolImpl::Replay(Shard& shard, const log::Record& r, index::Index::Batch
 
 SpoolImpl::~SpoolImpl() {
   {
-    absl::MutexLock l(&mu_);
+    MutexLock l(&mu_);
     closing_ = true;
   }
   for (std::thread& t : threads_) t.join();
@@ -587,7 +587,7 @@ void SpoolImpl::OnDurable(Shard& shard, std::span<const log::CommittedRecord> re
   batch.SetCheckpoint({last.segment, last.offset + last.size, 0});
   shard.unflushed_records.fetch_add(records.size());
   Status s = shard.index->Write(batch);
-  absl::MutexLock l(&shard.mu);
+  MutexLock l(&shard.mu);
   shard.dirty = true;
   if (!s.ok() && shard.index_fault.ok()) {
     // The records are durable in the log; the index will be rebuilt from it at the next
@@ -625,7 +625,7 @@ MessageInfo SpoolImpl::NewMessage(const Envelope& envelope, uint64_t size, uint3
 Status SpoolImpl::ShardAdmission(Shard& shard, uint64_t expected_size) {
   SPOOL_RETURN_IF_ERROR(shard.log->health());
   {
-    absl::MutexLock l(&shard.mu);
+    MutexLock l(&shard.mu);
     SPOOL_RETURN_IF_ERROR(shard.index_fault);
   }
   SPOOL_RETURN_IF_ERROR(shard.index->BackgroundError());
@@ -646,7 +646,7 @@ Status SpoolImpl::ShardAdmission(Shard& shard, uint64_t expected_size) {
 
 StatusOr<Shard*> SpoolImpl::PickShard(uint64_t expected_size) {
   {
-    absl::MutexLock l(&mu_);
+    MutexLock l(&mu_);
     if (closing_) return UnavailableError("the spool is closing");
   }
   Status first;
@@ -736,7 +736,7 @@ void SpoolImpl::EnqueueAsync(const Envelope& envelope, std::string_view body,
     auto job = [this, envelope, body = std::string(body), done = std::move(done)] {
       done(Enqueue(envelope, body));
     };
-    absl::MutexLock l(&mu_);
+    MutexLock l(&mu_);
     if (closing_) {
       mu_.Unlock();
       done(UnavailableError("the spool is closing"));
@@ -781,7 +781,7 @@ void SpoolImpl::BigEnqueueLoop() {
   for (;;) {
     std::function<void()> job;
     {
-      absl::MutexLock l(&mu_);
+      MutexLock l(&mu_);
       auto ready = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
         return closing_ || !big_queue_.empty();
       };
@@ -811,13 +811,13 @@ Status BodyWriterImpl::WriteChunk(std::string_view chunk) {
   std::vector<log::Location> loc;
   SPOOL_RETURN_IF_ERROR(spool_->AppendSync(*shard_, {&rec, 1}, &loc));
   chunks_.push_back(loc[0]);
-  absl::MutexLock l(&shard_->mu);
+  MutexLock l(&shard_->mu);
   shard_->pinned.insert(loc[0].segment);
   return Status::Ok();
 }
 
 void BodyWriterImpl::Unpin() {
-  absl::MutexLock l(&shard_->mu);
+  MutexLock l(&shard_->mu);
   for (const log::Location& c : chunks_) {
     auto it = shard_->pinned.find(c.segment);
     if (it != shard_->pinned.end()) shard_->pinned.erase(it);
@@ -889,7 +889,7 @@ Status SpoolImpl::ChangeState(const MessageId& id,
                               const std::function<Status(MessageInfo* info)>& change) {
   SPOOL_RETURN_IF_ERROR(WritableCheck());
   SPOOL_ASSIGN_OR_RETURN(Shard * shard, ShardOf(id));
-  absl::MutexLock stripe(&StripeOf(id));
+  MutexLock stripe(&StripeOf(id));
   SPOOL_ASSIGN_OR_RETURN(IndexEntry old, Lookup(*shard, id));
   IndexOp op;
   op.entry = old;
@@ -957,7 +957,7 @@ Status SpoolImpl::Requeue(const MessageId& id) {
 Status SpoolImpl::Remove(const MessageId& id) {
   SPOOL_RETURN_IF_ERROR(WritableCheck());
   SPOOL_ASSIGN_OR_RETURN(Shard * shard, ShardOf(id));
-  absl::MutexLock stripe(&StripeOf(id));
+  MutexLock stripe(&StripeOf(id));
   SPOOL_ASSIGN_OR_RETURN(IndexEntry old, Lookup(*shard, id));
   IndexOp op;
   op.remove = true;
@@ -1092,7 +1092,7 @@ Health SpoolImpl::GetHealth() {
     h.shards.push_back({shard->dir, s});
   }
   {
-    absl::MutexLock l(&mu_);
+    MutexLock l(&mu_);
     if (closing_) h.status = UnavailableError("the spool is closing");
   }
   if (bad == 0 && h.status.ok()) {
@@ -1178,7 +1178,7 @@ void SpoolImpl::MaintenanceLoop(Shard* shard) {
   auto last_flush = std::chrono::steady_clock::now();
   for (;;) {
     {
-      absl::MutexLock l(&mu_);
+      MutexLock l(&mu_);
       auto stop = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return closing_; };
       mu_.AwaitWithTimeout(absl::Condition(&stop), absl::Milliseconds(100));
       if (closing_) return;
@@ -1189,7 +1189,7 @@ void SpoolImpl::MaintenanceLoop(Shard* shard) {
       shard->unflushed_records.store(0);
       bool dirty;
       {
-        absl::MutexLock l(&shard->mu);
+        MutexLock l(&shard->mu);
         dirty = shard->dirty;
         shard->dirty = false;
       }
@@ -1221,7 +1221,7 @@ StatusOr<bool> SpoolImpl::ReclaimOldest(Shard& shard) {
   if (sealed.size() < 3) return false;
   const uint64_t oldest = sealed.front();
   {
-    absl::MutexLock l(&shard.mu);
+    MutexLock l(&shard.mu);
     if (shard.pinned.count(oldest) != 0) return false;  // a streamed message is being written
   }
   // Every record of the segment must have reached the index (the durable hook runs after
@@ -1261,7 +1261,7 @@ StatusOr<bool> SpoolImpl::ReclaimOldest(Shard& shard) {
   std::sort(movers.begin(), movers.end());
   movers.erase(std::unique(movers.begin(), movers.end()), movers.end());
   for (const MessageId& id : movers) {
-    absl::MutexLock stripe(&StripeOf(id));
+    MutexLock stripe(&StripeOf(id));
     SPOOL_ASSIGN_OR_RETURN(std::optional<IndexEntry> e, shard.index->Get(id));
     if (!e) continue;  // removed meanwhile
     bool in_oldest = e->main.segment == oldest || e->state.segment == oldest;
