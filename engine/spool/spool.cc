@@ -210,6 +210,9 @@ class SpoolImpl : public Spool {
   StatusOr<MessageId> CommitChunked(Shard& shard, MessageInfo info,
                                     std::vector<log::Location> chunks);
   StatusOr<MessageId> EnqueueInline(Shard& shard, const MessageInfo& info, std::string_view body);
+  void AppendMessage(Shard& shard, const MessageInfo& info, std::string_view body,
+                     EnqueueCallback done);
+  Status CheckNewMessage(const Envelope& envelope, uint64_t size) const;
 
  private:
   Status OpenShard(const std::string& dir, uint32_t ordinal, uint64_t* spool_id);
@@ -675,10 +678,10 @@ Status SpoolImpl::AppendSync(Shard& shard, std::span<const log::AppendRecord> re
   return shard.log->Append(records, locations);
 }
 
-StatusOr<MessageId> SpoolImpl::EnqueueInline(Shard& shard, const MessageInfo& info,
-                                             std::string_view body) {
-  std::atomic<uint32_t> done{0};
-  StatusOr<MessageId> result = InternalError("no result");
+// Appends a message record (envelope and body) and calls `done` once it is durable and
+// indexed, or failed. The body may be released when this returns.
+void SpoolImpl::AppendMessage(Shard& shard, const MessageInfo& info, std::string_view body,
+                              EnqueueCallback done) {
   const std::string head = internal::EncodeEnvelope(info);
   auto op = std::make_unique<IndexOp>();
   op->entry.info = info;
@@ -691,23 +694,44 @@ StatusOr<MessageId> SpoolImpl::EnqueueInline(Shard& shard, const MessageInfo& in
   rec.parts[1] = AsBytes(body);
   rec.part_count = 2;
   rec.context = op.get();
-  shard.log->AppendAsync({&rec, 1}, [&](const Status& s, std::span<const log::Location>) {
-    result = s.ok() ? StatusOr<MessageId>(info.id) : StatusOr<MessageId>(s);
+  IndexOp* raw = op.release();  // owned by the callback, which the log always calls
+  shard.log->AppendAsync({&rec, 1}, [this, raw, id = info.id, done = std::move(done)](
+                                        const Status& st, std::span<const log::Location>) {
+    std::unique_ptr<IndexOp> own(raw);
+    if (st.ok()) {
+      enqueued_.fetch_add(1);
+      done(id);
+    } else {
+      done(st);
+    }
+  });
+}
+
+StatusOr<MessageId> SpoolImpl::EnqueueInline(Shard& shard, const MessageInfo& info,
+                                             std::string_view body) {
+  std::atomic<uint32_t> done{0};
+  StatusOr<MessageId> result = InternalError("no result");
+  AppendMessage(shard, info, body, [&](const StatusOr<MessageId>& id) {
+    result = id;
     done.store(1);
     done.notify_one();
   });
   while (done.load() == 0) done.wait(0);
-  if (result.ok()) enqueued_.fetch_add(1);
   return result;
 }
 
-StatusOr<MessageId> SpoolImpl::Enqueue(const Envelope& envelope, std::string_view body) {
+Status SpoolImpl::CheckNewMessage(const Envelope& envelope, uint64_t size) const {
   SPOOL_RETURN_IF_ERROR(WritableCheck());
   SPOOL_RETURN_IF_ERROR(internal::ValidateEnvelope(envelope));
-  if (body.size() > options_.max_message_size) {
-    return TooBigError("message of " + std::to_string(body.size()) + " bytes over the limit of " +
+  if (size > options_.max_message_size) {
+    return TooBigError("message of " + std::to_string(size) + " bytes over the limit of " +
                        std::to_string(options_.max_message_size));
   }
+  return Status::Ok();
+}
+
+StatusOr<MessageId> SpoolImpl::Enqueue(const Envelope& envelope, std::string_view body) {
+  SPOOL_RETURN_IF_ERROR(CheckNewMessage(envelope, body.size()));
   if (body.size() > inline_limit_) {
     SPOOL_ASSIGN_OR_RETURN(std::unique_ptr<BodyWriter> w, BeginMessage(envelope));
     for (size_t off = 0; off < body.size(); off += stream_chunk_size_) {
@@ -721,29 +745,21 @@ StatusOr<MessageId> SpoolImpl::Enqueue(const Envelope& envelope, std::string_vie
 
 void SpoolImpl::EnqueueAsync(const Envelope& envelope, std::string_view body,
                              EnqueueCallback done) {
-  Status s = WritableCheck();
-  if (s.ok()) s = internal::ValidateEnvelope(envelope);
-  if (s.ok() && body.size() > options_.max_message_size) {
-    s = TooBigError("message of " + std::to_string(body.size()) + " bytes over the limit of " +
-                    std::to_string(options_.max_message_size));
-  }
-  if (!s.ok()) {
+  if (Status s = CheckNewMessage(envelope, body.size()); !s.ok()) {
     done(s);
     return;
   }
   if (body.size() > inline_limit_) {
     // Chunked bodies take several synchronous appends: do them off the caller's thread.
-    auto job = [this, envelope, body = std::string(body), done = std::move(done)] {
-      done(Enqueue(envelope, body));
-    };
-    MutexLock l(&mu_);
-    if (closing_) {
-      mu_.Unlock();
-      done(UnavailableError("the spool is closing"));
-      mu_.Lock();
-      return;
+    auto job = [this, envelope, body = std::string(body), done] { done(Enqueue(envelope, body)); };
+    {
+      MutexLock l(&mu_);
+      if (!closing_) {
+        big_queue_.push_back(std::move(job));
+        return;
+      }
     }
-    big_queue_.push_back(std::move(job));
+    done(UnavailableError("the spool is closing"));
     return;
   }
   StatusOr<Shard*> shard = PickShard(body.size());
@@ -751,30 +767,8 @@ void SpoolImpl::EnqueueAsync(const Envelope& envelope, std::string_view body,
     done(shard.status());
     return;
   }
-  MessageInfo info = NewMessage(envelope, body.size(), (*shard)->number);
-  const std::string head = internal::EncodeEnvelope(info);
-  auto op = std::make_unique<IndexOp>();
-  op->entry.info = info;
-  op->entry.body_offset = static_cast<uint32_t>(head.size());
-  op->slots = {IndexOp::Slot::kMain};
-  log::AppendRecord rec;
-  rec.type = log::RecordType::kMessage;
-  rec.id = ToRecordId(info.id);
-  rec.parts[0] = AsBytes(head);
-  rec.parts[1] = AsBytes(body);
-  rec.part_count = 2;
-  rec.context = op.get();
-  IndexOp* raw = op.release();
-  (*shard)->log->AppendAsync({&rec, 1}, [this, raw, id = info.id, done = std::move(done)](
-                                            const Status& st, std::span<const log::Location>) {
-    std::unique_ptr<IndexOp> own(raw);
-    if (st.ok()) {
-      enqueued_.fetch_add(1);
-      done(id);
-    } else {
-      done(st);
-    }
-  });
+  AppendMessage(**shard, NewMessage(envelope, body.size(), (*shard)->number), body,
+                std::move(done));
 }
 
 void SpoolImpl::BigEnqueueLoop() {
