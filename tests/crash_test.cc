@@ -63,6 +63,47 @@ void TrimLiveSet(Spool& spool, std::map<MessageId, uint64_t>* live, std::set<Mes
   }
 }
 
+// What the checker knows: acknowledged messages (id -> body number), acknowledged attempt
+// counts, acknowledged removals, and removals in flight at the crash.
+struct AckState {
+  std::map<MessageId, uint64_t> live;
+  std::map<MessageId, uint32_t> min_attempts;
+  std::set<MessageId> removed;
+  std::set<MessageId> doomed;
+};
+
+// After a reopen: every acknowledged message intact with at least its acknowledged
+// state, no removed message back, nothing partial; then bounds the live set.
+void CheckAfterCrash(Spool& spool, uint64_t seed, AckState* st) {
+  for (auto it = st->live.begin(); it != st->live.end();) {
+    // A removal in flight at the crash may or may not have landed; from now on the
+    // message counts as whatever the reopened spool says.
+    if (st->doomed.count(it->first) && spool.Get(it->first).status().code() == Code::kNotFound) {
+      st->removed.insert(it->first);
+      it = st->live.erase(it);
+    } else {
+      ++it;
+    }
+  }
+  st->doomed.clear();
+  for (const auto& [id, n] : st->live) {
+    StatusOr<std::string> body = spool.ReadBody(id);
+    ASSERT_TRUE(body.ok()) << "lost acknowledged " << id.ToString() << ": "
+                           << body.status().ToString();
+    ASSERT_EQ(*body, BodyOf(seed, n)) << "altered " << id.ToString();
+    if (st->min_attempts.count(id)) {
+      ASSERT_OK_AND_ASSIGN(MessageInfo info, spool.Get(id));
+      EXPECT_GE(info.attempts, st->min_attempts[id]) << "lost state of " << id.ToString();
+    }
+  }
+  ASSERT_OK(spool.ForEach([&](const MessageInfo& info) {
+    EXPECT_EQ(st->removed.count(info.id), 0u) << "removed message back: " << info.id.ToString();
+    EXPECT_TRUE(spool.ReadBody(info.id).ok()) << "partial message " << info.id.ToString();
+    return true;
+  }));
+  TrimLiveSet(spool, &st->live, &st->removed);
+}
+
 // Runs in the child until killed. Lines written to `fd`:
 //   E <id> <n>        enqueue of body n acknowledged
 //   A <id> <attempts> an attempt count acknowledged
@@ -141,10 +182,11 @@ TEST(CrashTest, KillNineAtRandomInstantsLosesNothingAcknowledged) {
   TempDir tmp;
   const std::string dir = tmp.Sub("spool");
   std::mt19937_64 rng(seed);
-  std::map<MessageId, uint64_t> live;  // id -> body number
-  std::map<MessageId, uint32_t> min_attempts;
-  std::set<MessageId> removed;
-  std::set<MessageId> doomed;  // removal started, not acknowledged: present or absent
+  AckState state;
+  auto& live = state.live;
+  auto& min_attempts = state.min_attempts;
+  auto& removed = state.removed;
+  auto& doomed = state.doomed;
   uint64_t next_n = 0, acks = 0;
   for (int cycle = 0; cycle < cycles; ++cycle) {
     SCOPED_TRACE("seed " + std::to_string(seed) + " cycle " + std::to_string(cycle));
@@ -220,32 +262,8 @@ TEST(CrashTest, KillNineAtRandomInstantsLosesNothingAcknowledged) {
     Options verify_options = TortureOptions(dir);
     verify_options.reclaim = std::getenv("SPOOL_TORTURE_VERIFY_RECLAIM") != nullptr;
     ASSERT_OK_AND_ASSIGN(auto spool, Spool::Open(verify_options));
-    for (auto it = live.begin(); it != live.end();) {
-      // A removal in flight at the kill may or may not have landed; from now on the
-      // message counts as whatever the reopened spool says.
-      if (doomed.count(it->first) && spool->Get(it->first).status().code() == Code::kNotFound) {
-        removed.insert(it->first);
-        it = live.erase(it);
-      } else {
-        ++it;
-      }
-    }
-    doomed.clear();
-    for (const auto& [id, n] : live) {
-      StatusOr<std::string> body = spool->ReadBody(id);
-      ASSERT_TRUE(body.ok()) << "lost acknowledged " << id.ToString() << ": "
-                             << body.status().ToString();
-      ASSERT_EQ(*body, BodyOf(seed, n)) << "altered " << id.ToString();
-      if (min_attempts.count(id)) {
-        ASSERT_OK_AND_ASSIGN(MessageInfo info, spool->Get(id));
-        EXPECT_GE(info.attempts, min_attempts[id]) << "lost state of " << id.ToString();
-      }
-    }
-    ASSERT_OK(spool->ForEach([&](const MessageInfo& info) {
-      EXPECT_EQ(removed.count(info.id), 0u) << "removed message back: " << info.id.ToString();
-      EXPECT_TRUE(spool->ReadBody(info.id).ok()) << "partial message " << info.id.ToString();
-      return true;
-    }));
+    CheckAfterCrash(*spool, seed, &state);
+    if (::testing::Test::HasFatalFailure()) return;
     TrimLiveSet(*spool, &live, &removed);
   }
   RecordProperty("cycles", cycles);
@@ -270,9 +288,11 @@ TEST(CrashTest, PowerLossAtRandomInstantsLosesNothingAcknowledged) {
   o.direct_io = false;  // the fault file system tracks buffered writes and syncs
   std::mt19937_64 rng(seed);
   std::mutex mu;
-  std::map<MessageId, uint64_t> live;
-  std::map<MessageId, uint32_t> min_attempts;
-  std::set<MessageId> removed, doomed;
+  AckState state;
+  auto& live = state.live;
+  auto& min_attempts = state.min_attempts;
+  auto& removed = state.removed;
+  auto& doomed = state.doomed;
   std::atomic<uint64_t> next_n{0};
   uint64_t acks = 0;
   for (int cycle = 0; cycle < cycles; ++cycle) {
@@ -334,30 +354,8 @@ TEST(CrashTest, PowerLossAtRandomInstantsLosesNothingAcknowledged) {
     }
     fs.ResetAfterCrash();
     ASSERT_OK_AND_ASSIGN(auto spool, internal::OpenWithFileSystem(o, &fs));
-    for (auto it = live.begin(); it != live.end();) {
-      if (doomed.count(it->first) && spool->Get(it->first).status().code() == Code::kNotFound) {
-        removed.insert(it->first);
-        it = live.erase(it);
-      } else {
-        ++it;
-      }
-    }
-    doomed.clear();
-    for (const auto& [id, n] : live) {
-      StatusOr<std::string> body = spool->ReadBody(id);
-      ASSERT_TRUE(body.ok()) << "lost acknowledged " << id.ToString() << ": "
-                             << body.status().ToString();
-      ASSERT_EQ(*body, BodyOf(seed, n)) << "altered " << id.ToString();
-      if (min_attempts.count(id)) {
-        ASSERT_OK_AND_ASSIGN(MessageInfo info, spool->Get(id));
-        EXPECT_GE(info.attempts, min_attempts[id]) << "lost state of " << id.ToString();
-      }
-    }
-    ASSERT_OK(spool->ForEach([&](const MessageInfo& info) {
-      EXPECT_EQ(removed.count(info.id), 0u) << "removed message back: " << info.id.ToString();
-      EXPECT_TRUE(spool->ReadBody(info.id).ok()) << "partial message " << info.id.ToString();
-      return true;
-    }));
+    CheckAfterCrash(*spool, seed, &state);
+    if (::testing::Test::HasFatalFailure()) return;
     TrimLiveSet(*spool, &live, &removed);
   }
   std::printf("power loss: seed %llu, %d cycles, %llu acknowledgements, %zu live at end\n",
