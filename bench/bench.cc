@@ -1,8 +1,8 @@
 #include "bench/bench.h"
 
-#include <sys/resource.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <cinttypes>
@@ -10,39 +10,18 @@
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
-#include <iostream>
 #include <mutex>
 #include <random>
-#include <sstream>
 #include <thread>
 
+#include "bench/harness.h"
 #include "io/file_system.h"
 #include "log/format.h"
-#include "log/log.h"
-#include "spool/logging.h"
 
 namespace spool::bench {
 namespace {
 
-using Clock = std::chrono::steady_clock;
-
-double CpuMicros() {
-  rusage ru{};
-  getrusage(RUSAGE_SELF, &ru);
-  auto us = [](const timeval& tv) { return tv.tv_sec * 1e6 + tv.tv_usec; };
-  return us(ru.ru_utime) + us(ru.ru_stime);
-}
-
-uint64_t Micros(Clock::duration d) {
-  return std::chrono::duration_cast<std::chrono::microseconds>(d).count();
-}
-
-// Email-like sizes: most messages a few KiB, a tail of large attachments (log-normal
-// around 8 KiB, capped at 4 MiB).
-uint64_t EmailSize(std::mt19937_64& rng) {
-  std::lognormal_distribution<double> dist(9.0, 1.2);
-  return std::clamp<uint64_t>(static_cast<uint64_t>(dist(rng)), 256, 4u << 20);
-}
+constexpr const char* kEngines[] = {"raw", "log", "spool", "rocksdb", "files"};
 
 // A progress line on stderr while a run lasts, only when stderr is a terminal.
 class Progress {
@@ -74,11 +53,26 @@ class Progress {
   std::thread thread_;
 };
 
+// Mean of the email size distribution (the raw engine's record size for email sizes).
+uint64_t MeanEmailSize() {
+  std::mt19937_64 rng(7);
+  const int n = 200000;
+  double sum = 0;
+  for (int i = 0; i < n; ++i) sum += static_cast<double>(EmailSize(rng));
+  return static_cast<uint64_t>(sum / n);
+}
+
 // ---- raw ---------------------------------------------------------------------------------
+
+// Batches written concurrently: the log's max_inflight, so that raw is the limit of the
+// same access pattern.
+constexpr int kRawDepth = 4;
 
 StatusOr<Result> RunRawMode(const Config& c, io::FileSystem* fs, bool direct, uint64_t batch) {
   const std::string path = c.dir + "/raw-bench.dat";
-  const uint64_t file_size = std::max<uint64_t>(256ull << 20, batch * 64);
+  const int depth = std::min(kRawDepth, c.producers);
+  const uint64_t slots = std::max<uint64_t>(64, (256ull << 20) / batch);
+  const uint64_t file_size = slots * batch;
   {
     io::OpenOptions create;
     create.create = true;
@@ -95,131 +89,45 @@ StatusOr<Result> RunRawMode(const Config& c, io::FileSystem* fs, bool direct, ui
 
   Result r;
   r.engine = "raw";
-  r.note = direct ? "O_DIRECT+O_DSYNC" : "buffered+fdatasync";
+  char note[64];
+  std::snprintf(note, sizeof(note), "%s, %d in flight",
+                direct ? "O_DIRECT+O_DSYNC" : "buffered+fdatasync", depth);
+  r.note = note;
   const size_t piece = 512u << 10;
-  const auto deadline = Clock::now() + std::chrono::duration<double>(c.seconds);
-  const double cpu0 = CpuMicros();
-  const auto start = Clock::now();
-  uint64_t offset = 0;
-  while (Clock::now() < deadline) {
-    if (offset + batch > file_size) offset = 0;
-    io::WriteOp ops[64];
-    size_t n = 0;
-    if (direct) {
-      const uint64_t p = std::max<uint64_t>(piece, log::AlignUp(batch / 64 + 1, 4096));
-      for (uint64_t d = 0; d < batch; d += p) {
-        ops[n++] = {offset + d, static_cast<char*>(mem) + d, std::min(p, batch - d)};
-      }
-    } else {
-      ops[n++] = {offset, mem, batch};
-    }
-    const auto t0 = Clock::now();
-    SPOOL_RETURN_IF_ERROR(
-        fs->WriteBatch(*file, {ops, n}, direct ? io::Sync::kNone : io::Sync::kData));
-    r.latency_us.Record(Micros(Clock::now() - t0));
-    offset += batch;
-    ++r.fsyncs;
-    r.disk_bytes += batch;
-  }
-  r.seconds = std::chrono::duration<double>(Clock::now() - start).count();
-  r.cpu_us = CpuMicros() - cpu0;
-  r.msgs = r.fsyncs * static_cast<uint64_t>(c.producers);
-  r.payload_bytes = r.msgs * c.size;
-  file.reset();
-  fs->Unlink(path).IgnoreError();  // scratch file
-  return r;
-}
-
-StatusOr<Result> RunRaw(const Config& c, io::FileSystem* fs) {
-  // The batch a perfect group commit would write: every producer's record at once.
-  const uint64_t batch = log::AlignUp(
-      static_cast<uint64_t>(c.producers) * log::RecordFootprint(c.size) + 64, log::kBlockSize);
-  if (c.raw_mode == "buffered") return RunRawMode(c, fs, false, batch);
-  if (c.raw_mode == "direct") return RunRawMode(c, fs, true, batch);
-  Config half = c;
-  half.seconds = c.seconds / 2;
-  SPOOL_ASSIGN_OR_RETURN(Result buffered, RunRawMode(half, fs, false, batch));
-  StatusOr<Result> direct = RunRawMode(half, fs, true, batch);
-  if (!direct.ok()) {
-    buffered.note += " (O_DIRECT failed: " + direct.status().ToString() + ")";
-    return buffered;
-  }
-  Result best = direct->mb_per_s() > buffered.mb_per_s() ? *direct : buffered;
-  char other[96];
-  std::snprintf(other, sizeof(other), "; other mode %.0f MB/s",
-                std::min(direct->mb_per_s(), buffered.mb_per_s()));
-  best.note += other;
-  return best;
-}
-
-// ---- log ---------------------------------------------------------------------------------
-
-StatusOr<Result> RunLog(const Config& c, io::FileSystem* fs) {
-  const std::string dir = c.dir + "/log-bench";
-  std::error_code ec;
-  std::filesystem::remove_all(dir, ec);
-  SPOOL_RETURN_IF_ERROR(fs->CreateDir(dir));
-  log::LogOptions o;
-  o.direct_io = c.direct_io;
-  o.spool_id = 1;
-  SPOOL_ASSIGN_OR_RETURN(auto lg, log::Log::Open(fs, dir, o, {}, nullptr));
-
-  // Start from the steady state: the pre-formatted segments are ready.
-  for (int i = 0; i < 1000 && lg->Stats().segments_free < static_cast<uint64_t>(o.ready_segments);
-       ++i) {
-    std::this_thread::sleep_for(std::chrono::milliseconds(10));
-  }
-  // The bench keeps no data: a recycler frees sealed segments as they fill, so the run
-  // measures the steady state (recycled segments, no zero-filling on the write path).
+  std::atomic<uint64_t> next_slot{0}, writes{0};
   std::atomic<bool> stop{false};
-  std::thread recycler([&] {
-    while (!stop.load()) {
-      std::this_thread::sleep_for(std::chrono::milliseconds(5));
-      const uint64_t active = lg->ActiveSegment();
-      for (uint64_t seq : lg->LiveSegments()) {
-        if (seq + 1 < active) lg->Recycle(seq).IgnoreError();  // best effort in a bench
-      }
-    }
-  });
-
   std::mutex mu;
-  Result r;
-  r.engine = "log";
-  std::atomic<uint64_t> msgs{0}, bytes{0};
-  std::atomic<bool> failed{false};
   Status first_error;
-  const auto deadline = Clock::now() + std::chrono::duration<double>(c.seconds);
-  const log::LogStats before = lg->Stats();
   const double cpu0 = CpuMicros();
   const auto start = Clock::now();
+  const auto deadline = start + std::chrono::duration<double>(c.seconds);
   std::vector<std::thread> threads;
-  for (int p = 0; p < c.producers; ++p) {
-    threads.emplace_back([&, p] {
-      std::mt19937_64 rng(p + 1);
-      std::string payload(c.size_dist_email ? (4u << 20) : c.size, 'm');
+  for (int t = 0; t < depth; ++t) {
+    threads.emplace_back([&] {
       Histogram local;
-      uint64_t n = 0, b = 0, id = 0;
-      while (Clock::now() < deadline && !failed.load()) {
-        const uint64_t size = c.size_dist_email ? EmailSize(rng) : c.size;
-        log::AppendRecord rec;
-        rec.type = log::RecordType::kMessage;
-        rec.id = {static_cast<uint64_t>(p), ++id};
-        rec.parts[0] = {reinterpret_cast<const std::byte*>(payload.data()), size};
-        rec.part_count = 1;
+      while (!stop.load() && Clock::now() < deadline) {
+        const uint64_t offset = next_slot.fetch_add(1) % slots * batch;
+        io::WriteOp ops[64];
+        size_t n = 0;
+        if (direct) {
+          const uint64_t p = std::max<uint64_t>(piece, log::AlignUp(batch / 64 + 1, 4096));
+          for (uint64_t d = 0; d < batch; d += p) {
+            ops[n++] = {offset + d, static_cast<char*>(mem) + d, std::min(p, batch - d)};
+          }
+        } else {
+          ops[n++] = {offset, mem, batch};
+        }
         const auto t0 = Clock::now();
-        Status s = lg->Append({&rec, 1}, nullptr);
+        Status s = fs->WriteBatch(*file, {ops, n}, direct ? io::Sync::kNone : io::Sync::kData);
         if (!s.ok()) {
           std::lock_guard<std::mutex> l(mu);
           if (first_error.ok()) first_error = s;
-          failed = true;
+          stop = true;
           break;
         }
         local.Record(Micros(Clock::now() - t0));
-        ++n;
-        b += size;
+        writes.fetch_add(1);
       }
-      msgs += n;
-      bytes += b;
       std::lock_guard<std::mutex> l(mu);
       r.latency_us.Merge(local);
     });
@@ -227,53 +135,138 @@ StatusOr<Result> RunLog(const Config& c, io::FileSystem* fs) {
   for (auto& t : threads) t.join();
   r.seconds = std::chrono::duration<double>(Clock::now() - start).count();
   r.cpu_us = CpuMicros() - cpu0;
-  stop = true;
-  recycler.join();
+  file.reset();
+  fs->Unlink(path).IgnoreError();  // scratch file
   if (!first_error.ok()) return first_error;
-  const log::LogStats after = lg->Stats();
-  r.msgs = msgs;
-  r.payload_bytes = bytes;
-  r.fsyncs = after.batches - before.batches;
-  r.disk_bytes = after.bytes - before.bytes;
-  r.note = c.direct_io ? "O_DIRECT+O_DSYNC" : "buffered+fdatasync";
-  lg.reset();
-  std::filesystem::remove_all(dir, ec);
+  r.fsyncs = writes.load();
+  r.disk_bytes = r.fsyncs * batch;
+  r.msgs = r.fsyncs * static_cast<uint64_t>(c.producers);
+  r.payload_bytes = r.msgs * c.size;
   return r;
 }
 
+StatusOr<Result> RunRaw(const Config& config) {
+  io::Backend backend;
+  io::ParseBackend(config.backend, &backend);
+  SPOOL_ASSIGN_OR_RETURN(auto fs, io::NewFileSystem(backend));
+  SPOOL_RETURN_IF_ERROR(fs->CreateDir(config.dir));
+  Config c = config;
+  std::string size_note;
+  if (c.size_dist_email || c.workload == "mixed") {
+    c.size = MeanEmailSize();
+    size_note = "; records of the email mean size, " + std::to_string(c.size) + " bytes";
+  }
+  // The batch a perfect group commit would write: every producer's record at once.
+  const uint64_t batch = log::AlignUp(
+      static_cast<uint64_t>(c.producers) * log::RecordFootprint(c.size) + 64, log::kBlockSize);
+  StatusOr<Result> r = InternalError("no raw mode");
+  if (c.raw_mode == "buffered") {
+    r = RunRawMode(c, fs.get(), false, batch);
+  } else if (c.raw_mode == "direct") {
+    r = RunRawMode(c, fs.get(), true, batch);
+  } else {
+    Config half = c;
+    half.seconds = c.seconds / 2;
+    SPOOL_ASSIGN_OR_RETURN(Result buffered, RunRawMode(half, fs.get(), false, batch));
+    StatusOr<Result> direct = RunRawMode(half, fs.get(), true, batch);
+    if (!direct.ok()) {
+      buffered.note += " (O_DIRECT failed: " + direct.status().ToString() + ")";
+      r = buffered;
+    } else {
+      Result best = direct->mb_per_s() > buffered.mb_per_s() ? *direct : buffered;
+      char other[96];
+      std::snprintf(other, sizeof(other), "; other mode %.0f MB/s",
+                    std::min(direct->mb_per_s(), buffered.mb_per_s()));
+      best.note += other;
+      r = best;
+    }
+  }
+  if (r.ok()) r->note += size_note;
+  return r;
+}
+
+// ---- the message engines -------------------------------------------------------------------
+
+StatusOr<Result> RunEngine(const Config& c) {
+  std::error_code ec;
+  std::unique_ptr<Engine> engine;
+  if (c.engine == "log") {
+    SPOOL_ASSIGN_OR_RETURN(engine, NewLogEngine(c));
+  } else if (c.engine == "spool") {
+    SPOOL_ASSIGN_OR_RETURN(engine, NewSpoolEngine(c));
+  } else if (c.engine == "rocksdb") {
+    SPOOL_ASSIGN_OR_RETURN(engine, NewRocksDbEngine(c));
+  } else if (c.engine == "files") {
+    SPOOL_ASSIGN_OR_RETURN(engine, NewFilesEngine(c));
+  } else {
+    return InvalidArgumentError("unknown engine '" + c.engine + "'");
+  }
+  return RunWorkload(c, *engine);
+}
+
+std::string JsonEscape(const std::string& s) {
+  std::string out;
+  for (char ch : s) {
+    if (ch == '"' || ch == '\\') out += '\\';
+    if (static_cast<unsigned char>(ch) < 0x20) continue;
+    out += ch;
+  }
+  return out;
+}
+
 const char kUsage[] =
-    "usage: spool-bench --dir DIR [--engine raw|log] [--workload ingest|latency]\n"
-    "                   [--size BYTES | --size-dist email] [--producers N] [--seconds S]\n"
-    "                   [--json] [--compare] [--raw-mode best|buffered|direct]\n"
-    "                   [--direct-io] [--io-backend auto|io_uring|posix]\n"
+    "usage: spool-bench --dir DIR [--engine spool|log|rocksdb|files|raw]\n"
+    "                   [--workload ingest|mixed|latency] [--size BYTES | --size-dist email]\n"
+    "                   [--producers N] [--consumers N] [--seconds S] [--warmup S] [--json]\n"
+    "                   [--compare] [--raw-mode best|buffered|direct] [--direct-io|--buffered-io]\n"
+    "                   [--io-backend auto|io_uring|posix] [--rocksdb-options STR]\n"
+    "                   [--max-backlog BYTES]\n"
     "\n"
     "Measures durable writes on the disk holding DIR (created if missing; the bench's\n"
     "files are removed afterwards).\n"
+    "  --engine spool     spool::Spool::Enqueue from N producers (the default)\n"
+    "  --engine log       spool's segment log alone: group commit of N producers\n"
+    "  --engine rocksdb   envelope + body Put into RocksDB with sync=true, WAL on\n"
+    "  --engine files     one file per message: write + fsync + rename + directory fsync\n"
     "  --engine raw       the disk's limit: sequential batches of producers x size bytes,\n"
     "                     each made durable (buffered+fdatasync or O_DIRECT+O_DSYNC)\n"
-    "  --engine log       spool's segment log alone: group commit of N producers\n"
-    "  --workload ingest  N producers append --size byte messages (default)\n"
+    "  --workload ingest  N producers store --size byte messages (default); consumers\n"
+    "                     remove them as they come, to bound the disk use (uncounted)\n"
     "  --workload latency 1 producer, 4096-byte messages unless --size is given\n"
-    "  --compare          run every engine and print a table with ratios to raw\n"
-    "  --json             one JSON object per run on stdout\n"
-    "  --direct-io        log engine: O_DIRECT + O_DSYNC segment writes\n";
+    "  --workload mixed   email sizes; consumers read each message, remove 95%, defer 5%\n"
+    "                     (kept); reports space used against live data\n"
+    "  --producers N      producer threads (default 64)\n"
+    "  --consumers N      consumer threads (default: as many as producers, none for\n"
+    "                     latency; 0: none, nothing is removed)\n"
+    "  --seconds S        measured seconds per run (default 5; 8 with --compare)\n"
+    "  --warmup S         uncounted seconds first (default 1; the spool engine warms up\n"
+    "                     until it recycles segments, at most 5 s more)\n"
+    "  --compare          run every engine and print a table with ratios to rocksdb and raw\n"
+    "  --json             one JSON object per run on stdout (SPEC §6 fields and more)\n"
+    "  --direct-io        log, spool: O_DIRECT + O_DSYNC segment writes (the default)\n"
+    "  --buffered-io      log, spool: buffered writes + fdatasync\n"
+    "  --rocksdb-options  RocksDB options over the bench's tuned ones, e.g.\n"
+    "                     \"enable_pipelined_write=false;write_buffer_size=67108864\"\n"
+    "  --max-backlog B    producers wait when consumers are B body bytes behind (2 GiB)\n";
 
 }  // namespace
 
 std::string Result::ToJson() const {
-  char buf[1024];
-  const double m = static_cast<double>(std::max<uint64_t>(msgs, 1));
+  char buf[2048];
   std::snprintf(buf, sizeof(buf),
                 "{\"engine\":\"%s\",\"workload\":\"%s\",\"size\":%" PRIu64
                 ",\"producers\":%d,\"msgs_per_s\":%.1f,\"MB_per_s\":%.2f,\"p50_us\":%" PRIu64
                 ",\"p99_us\":%" PRIu64 ",\"p999_us\":%" PRIu64
                 ",\"fsyncs_per_s\":%.1f,\"bytes_per_fsync\":%.0f,\"cpu_us_per_msg\":%.2f,"
-                "\"seconds\":%.2f,\"note\":\"%s\"}",
+                "\"consumers\":%d,\"seconds\":%.2f,\"msgs\":%" PRIu64 ",\"consumed\":%" PRIu64
+                ",\"deferred\":%" PRIu64 ",\"io_write_bytes\":%" PRId64
+                ",\"space_used_bytes\":%" PRId64 ",\"space_live_bytes\":%" PRId64
+                ",\"write_amp\":%.3f,\"note\":\"%s\"}",
                 engine.c_str(), workload.c_str(), size, producers, msgs_per_s(), mb_per_s(),
                 latency_us.Percentile(0.5), latency_us.Percentile(0.99),
-                latency_us.Percentile(0.999), seconds > 0 ? fsyncs / seconds : 0.0,
-                fsyncs ? static_cast<double>(disk_bytes) / fsyncs : 0.0, cpu_us / m, seconds,
-                note.c_str());
+                latency_us.Percentile(0.999), fsyncs_per_s(), bytes_per_fsync(), cpu_us_per_msg(),
+                consumers, seconds, msgs, consumed, deferred, io_write_bytes, space_used_bytes,
+                space_live_bytes, write_amp, JsonEscape(note).c_str());
   return buf;
 }
 
@@ -281,6 +274,7 @@ StatusOr<Config> ParseArgs(const std::vector<std::string>& args, bool* help) {
   Config c;
   *help = false;
   bool size_given = false;
+  bool io_given = false;
   for (size_t i = 0; i < args.size(); ++i) {
     const std::string& a = args[i];
     auto value = [&](std::string* out) -> Status {
@@ -288,13 +282,14 @@ StatusOr<Config> ParseArgs(const std::vector<std::string>& args, bool* help) {
       *out = args[++i];
       return Status::Ok();
     };
-    auto number = [&](double* out) -> Status {
+    auto number = [&](double* out, bool zero_ok) -> Status {
       std::string v;
       SPOOL_RETURN_IF_ERROR(value(&v));
       char* end = nullptr;
       *out = std::strtod(v.c_str(), &end);
-      if (end == v.c_str() || *end != '\0' || *out <= 0) {
-        return InvalidArgumentError(a + " needs a positive number, not '" + v + "'");
+      if (end == v.c_str() || *end != '\0' || *out < 0 || (*out == 0 && !zero_ok)) {
+        return InvalidArgumentError(a + " needs a " + (zero_ok ? "non-negative" : "positive") +
+                                    " number, not '" + v + "'");
       }
       return Status::Ok();
     };
@@ -307,17 +302,19 @@ StatusOr<Config> ParseArgs(const std::vector<std::string>& args, bool* help) {
       SPOOL_RETURN_IF_ERROR(value(&c.dir));
     } else if (a == "--engine") {
       SPOOL_RETURN_IF_ERROR(value(&c.engine));
-      if (c.engine != "raw" && c.engine != "log") {
-        return InvalidArgumentError("unknown engine '" + c.engine + "' (this build has raw, log)");
+      if (std::find_if(std::begin(kEngines), std::end(kEngines),
+                       [&](const char* e) { return c.engine == e; }) == std::end(kEngines)) {
+        return InvalidArgumentError("unknown engine '" + c.engine +
+                                    "' (spool, log, rocksdb, files, raw)");
       }
     } else if (a == "--workload") {
       SPOOL_RETURN_IF_ERROR(value(&c.workload));
-      if (c.workload != "ingest" && c.workload != "latency") {
+      if (c.workload != "ingest" && c.workload != "latency" && c.workload != "mixed") {
         return InvalidArgumentError("unknown workload '" + c.workload +
-                                    "' (this build has ingest, latency)");
+                                    "' (ingest, latency, mixed)");
       }
     } else if (a == "--size") {
-      SPOOL_RETURN_IF_ERROR(number(&d));
+      SPOOL_RETURN_IF_ERROR(number(&d, false));
       c.size = static_cast<uint64_t>(d);
       size_given = true;
     } else if (a == "--size-dist") {
@@ -325,16 +322,27 @@ StatusOr<Config> ParseArgs(const std::vector<std::string>& args, bool* help) {
       if (v != "email") return InvalidArgumentError("unknown size distribution '" + v + "'");
       c.size_dist_email = true;
     } else if (a == "--producers") {
-      SPOOL_RETURN_IF_ERROR(number(&d));
+      SPOOL_RETURN_IF_ERROR(number(&d, false));
       c.producers = static_cast<int>(d);
+    } else if (a == "--consumers") {
+      SPOOL_RETURN_IF_ERROR(number(&d, true));
+      c.consumers = static_cast<int>(d);
     } else if (a == "--seconds") {
-      SPOOL_RETURN_IF_ERROR(number(&c.seconds));
+      SPOOL_RETURN_IF_ERROR(number(&c.seconds, false));
+      c.seconds_given = true;
+    } else if (a == "--warmup") {
+      SPOOL_RETURN_IF_ERROR(number(&c.warmup, true));
     } else if (a == "--json") {
       c.json = true;
     } else if (a == "--compare") {
       c.compare = true;
-    } else if (a == "--direct-io") {
-      c.direct_io = true;
+    } else if (a == "--direct-io" || a == "--buffered-io") {
+      const std::string mode = a == "--direct-io" ? "direct" : "buffered";
+      if (io_given && c.io_mode != mode) {
+        return InvalidArgumentError("--direct-io and --buffered-io exclude each other");
+      }
+      c.io_mode = mode;
+      io_given = true;
     } else if (a == "--raw-mode") {
       SPOOL_RETURN_IF_ERROR(value(&c.raw_mode));
       if (c.raw_mode != "best" && c.raw_mode != "buffered" && c.raw_mode != "direct") {
@@ -346,6 +354,11 @@ StatusOr<Config> ParseArgs(const std::vector<std::string>& args, bool* help) {
       if (!io::ParseBackend(c.backend, &b)) {
         return InvalidArgumentError("--io-backend is auto, io_uring or posix");
       }
+    } else if (a == "--rocksdb-options") {
+      SPOOL_RETURN_IF_ERROR(value(&c.rocksdb_options));
+    } else if (a == "--max-backlog") {
+      SPOOL_RETURN_IF_ERROR(number(&d, false));
+      c.max_backlog_bytes = static_cast<uint64_t>(d);
     } else {
       return InvalidArgumentError("unknown argument '" + a + "'");
     }
@@ -355,28 +368,69 @@ StatusOr<Config> ParseArgs(const std::vector<std::string>& args, bool* help) {
     c.producers = 1;
     if (!size_given) c.size = 4096;
   }
+  if (c.workload == "mixed" && size_given) {
+    return InvalidArgumentError("--workload mixed uses the email size distribution, not --size");
+  }
+  if (c.workload == "mixed") c.size_dist_email = true;
+  if (c.compare && !c.seconds_given) c.seconds = kCompareSeconds;
   const uint64_t max_size = (8u << 20) - 2 * sizeof(log::RecordHeader);
   if (c.size > max_size) {
     return InvalidArgumentError("--size over " + std::to_string(max_size) +
                                 " bytes needs streamed bodies, not in this build");
   }
   if (c.producers > 4096) return InvalidArgumentError("--producers is at most 4096");
+  // A lone latency producer writes a few MB/s: nothing needs removing in a short run, and
+  // a remover would put its own commits between the measured ones.
+  if (c.consumers < 0) c.consumers = c.workload == "latency" ? 0 : c.producers;
+  if (c.consumers > 4096) return InvalidArgumentError("--consumers is at most 4096");
   return c;
 }
 
 StatusOr<Result> Run(const Config& c) {
-  io::Backend backend;
-  io::ParseBackend(c.backend, &backend);
-  SPOOL_ASSIGN_OR_RETURN(auto fs, io::NewFileSystem(backend));
-  SPOOL_RETURN_IF_ERROR(fs->CreateDir(c.dir));
-  Progress progress(c.engine + " " + c.workload, c.seconds);
-  StatusOr<Result> r = c.engine == "raw" ? RunRaw(c, fs.get()) : RunLog(c, fs.get());
+  std::error_code ec;
+  std::filesystem::create_directories(c.dir, ec);
+  if (ec) return IoError("cannot create " + c.dir + ": " + ec.message());
+  Progress progress(c.engine + " " + c.workload, c.seconds + c.warmup);
+  StatusOr<Result> r = c.engine == "raw" ? RunRaw(c) : RunEngine(c);
   if (r.ok()) {
+    r->engine = c.engine;
     r->workload = c.workload;
     r->size = c.size_dist_email ? 0 : c.size;
     r->producers = c.producers;
+    if (c.engine == "raw") r->consumers = 0;
   }
   return r;
+}
+
+std::string CompareTable(const std::vector<Result>& results) {
+  const Result* rocks = nullptr;
+  const Result* raw = nullptr;
+  for (const Result& r : results) {
+    if (r.engine == "rocksdb") rocks = &r;
+    if (r.engine == "raw") raw = &r;
+  }
+  auto ratio = [](double a, double b) { return b > 0 ? a / b : -1.0; };
+  std::string out;
+  char line[512];
+  std::snprintf(line, sizeof(line), "%-8s %10s %8s %8s %8s %8s %9s %8s %7s %9s %9s %7s  %s\n",
+                "engine", "msgs/s", "MB/s", "p50_us", "p99_us", "p999_us", "fsyncs/s", "B/fsync",
+                "cpu_us", "x_rocksdb", "p99/rdb", "%raw", "note");
+  out += line;
+  for (const Result& r : results) {
+    std::snprintf(line, sizeof(line),
+                  "%-8s %10.0f %8.1f %8" PRIu64 " %8" PRIu64 " %8" PRIu64
+                  " %9.0f %8.0f %7.1f %9.2f %9.2f %6.0f%%  %s\n",
+                  r.engine.c_str(), r.msgs_per_s(), r.mb_per_s(), r.latency_us.Percentile(0.5),
+                  r.latency_us.Percentile(0.99), r.latency_us.Percentile(0.999), r.fsyncs_per_s(),
+                  r.bytes_per_fsync(), r.cpu_us_per_msg(),
+                  rocks ? ratio(r.msgs_per_s(), rocks->msgs_per_s()) : -1.0,
+                  rocks ? ratio(static_cast<double>(r.latency_us.Percentile(0.99)),
+                                static_cast<double>(rocks->latency_us.Percentile(0.99)))
+                        : -1.0,
+                  raw ? 100 * ratio(r.mb_per_s(), raw->mb_per_s()) : -1.0, r.note.c_str());
+    out += line;
+  }
+  return out;
 }
 
 int Main(int argc, char** argv) {
@@ -394,7 +448,7 @@ int Main(int argc, char** argv) {
   }
   std::vector<Config> runs;
   if (config->compare) {
-    for (const char* e : {"raw", "log"}) {
+    for (const char* e : kEngines) {
       Config c = *config;
       c.engine = e;
       runs.push_back(c);
@@ -403,40 +457,48 @@ int Main(int argc, char** argv) {
     runs.push_back(*config);
   }
   std::vector<Result> results;
+  int rc = 0;
   for (const Config& c : runs) {
     StatusOr<Result> r = Run(c);
     if (!r.ok()) {
       std::fprintf(stderr, "spool-bench: %s engine failed: %s\n", c.engine.c_str(),
                    r.status().ToString().c_str());
-      return 1;
+      rc = 1;
+      continue;  // --compare goes on with the other engines
     }
     if (c.json) {
       std::printf("%s\n", r->ToJson().c_str());
     } else if (!config->compare) {
-      std::printf("%s %s size=%" PRIu64 " producers=%d: %.0f msgs/s, %.1f MB/s, p50 %" PRIu64
-                  " us, p99 %" PRIu64 " us, p99.9 %" PRIu64
-                  " us, %.0f fsyncs/s, %.0f bytes/fsync, %.1f cpu us/msg (%s)\n",
-                  r->engine.c_str(), r->workload.c_str(), r->size, r->producers, r->msgs_per_s(),
-                  r->mb_per_s(), r->latency_us.Percentile(0.5), r->latency_us.Percentile(0.99),
-                  r->latency_us.Percentile(0.999), r->seconds > 0 ? r->fsyncs / r->seconds : 0.0,
-                  r->fsyncs ? static_cast<double>(r->disk_bytes) / r->fsyncs : 0.0,
-                  r->cpu_us / std::max<uint64_t>(r->msgs, 1), r->note.c_str());
+      std::printf("%s %s size=%" PRIu64
+                  " producers=%d consumers=%d: %.0f msgs/s, %.1f MB/s, "
+                  "p50 %" PRIu64 " us, p99 %" PRIu64 " us, p99.9 %" PRIu64
+                  " us, %.0f fsyncs/s, %.0f bytes/fsync, %.1f cpu us/msg",
+                  r->engine.c_str(), r->workload.c_str(), r->size, r->producers, r->consumers,
+                  r->msgs_per_s(), r->mb_per_s(), r->latency_us.Percentile(0.5),
+                  r->latency_us.Percentile(0.99), r->latency_us.Percentile(0.999),
+                  r->fsyncs_per_s(), r->bytes_per_fsync(), r->cpu_us_per_msg());
+      if (r->space_used_bytes >= 0) {
+        std::printf(", space %.1f MB for %.1f MB live", r->space_used_bytes / 1e6,
+                    r->space_live_bytes / 1e6);
+      }
+      if (r->write_amp >= 0) std::printf(", write amp %.2f", r->write_amp);
+      if (r->io_write_bytes >= 0) {
+        std::printf(
+            ", %.2f disk bytes/payload byte",
+            r->payload_bytes ? static_cast<double>(r->io_write_bytes) / r->payload_bytes : 0.0);
+      }
+      std::printf(" (%s)\n", r->note.c_str());
     }
     std::fflush(stdout);
     results.push_back(std::move(*r));
   }
   if (config->compare && !config->json) {
-    const Result& raw = results[0];
-    std::printf("%-8s %12s %10s %9s %9s %9s %10s  %s\n", "engine", "msgs/s", "MB/s", "p50_us",
-                "p99_us", "fsyncs/s", "vs raw", "note");
-    for (const Result& r : results) {
-      std::printf("%-8s %12.0f %10.1f %9" PRIu64 " %9" PRIu64 " %9.0f %9.0f%%  %s\n",
-                  r.engine.c_str(), r.msgs_per_s(), r.mb_per_s(), r.latency_us.Percentile(0.5),
-                  r.latency_us.Percentile(0.99), r.seconds > 0 ? r.fsyncs / r.seconds : 0.0,
-                  raw.mb_per_s() > 0 ? 100 * r.mb_per_s() / raw.mb_per_s() : 0.0, r.note.c_str());
-    }
+    std::printf("workload %s, size %s, %d producers, %.0f s per engine\n", config->workload.c_str(),
+                config->size_dist_email ? "email" : std::to_string(config->size).c_str(),
+                config->producers, config->seconds);
+    std::fputs(CompareTable(results).c_str(), stdout);
   }
-  return 0;
+  return rc;
 }
 
 }  // namespace spool::bench
