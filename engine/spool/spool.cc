@@ -75,6 +75,9 @@ constexpr size_t kLockStripes = 256;
 // The index is flushed early when this many records were indexed since the last flush:
 // an open after a crash replays at most about this many.
 constexpr uint64_t kFlushRecords = 20000;
+// A segment the reclaimer decided to keep is scanned again after this long at the
+// earliest (each scan reads it whole and looks up every record in the index).
+constexpr std::chrono::seconds kRescanInterval{2};
 // Replay writes the index in batches of this many operations.
 constexpr int kReplayBatchOps = 1024;
 
@@ -133,6 +136,11 @@ struct Shard {
   // Records indexed since the last flush: a flush is due early past kFlushRecords, to
   // bound the log that an open after a crash replays.
   std::atomic<uint64_t> unflushed_records{0};
+  // The last segment the reclaimer scanned and left alone, and when: it is not scanned
+  // again for kRescanInterval (a scan reads the segment and looks up every record).
+  // Used by the shard's maintenance thread only.
+  uint64_t kept_segment = 0;
+  std::chrono::steady_clock::time_point kept_at;
 
   // Segments holding chunks of streamed messages not yet committed: the index does not
   // know them yet, so reclamation must leave these segments alone.
@@ -1226,6 +1234,10 @@ StatusOr<bool> SpoolImpl::ReclaimOldest(Shard& shard) {
   const uint64_t used = live.size() * segment;
   const uint64_t live_bytes = static_cast<uint64_t>(std::max<int64_t>(0, shard.live_bytes.load()));
 
+  if (oldest == shard.kept_segment &&
+      std::chrono::steady_clock::now() - shard.kept_at < kRescanInterval) {
+    return false;
+  }
   // Measure what in the oldest segment is still referenced by the index.
   uint64_t referenced = 0;
   std::vector<MessageId> movers;
@@ -1250,7 +1262,11 @@ StatusOr<bool> SpoolImpl::ReclaimOldest(Shard& shard) {
   // the space its live data needs.
   const bool mostly_garbage = referenced * 2 <= segment;
   const bool too_big = used > 2 * live_bytes + 3 * segment;
-  if (!mostly_garbage && !too_big) return false;
+  if (!mostly_garbage && !too_big) {
+    shard.kept_segment = oldest;
+    shard.kept_at = std::chrono::steady_clock::now();
+    return false;
+  }
 
   std::sort(movers.begin(), movers.end());
   movers.erase(std::unique(movers.begin(), movers.end()), movers.end());
