@@ -819,6 +819,9 @@ Status BodyWriterImpl::WriteChunk(std::string_view chunk) {
 }
 
 void BodyWriterImpl::Unpin() {
+  // After Commit or Abort nothing is pinned: the shard (and spool) may be gone by the
+  // time a finished writer is destroyed.
+  if (chunks_.empty()) return;
   MutexLock l(&shard_->mu);
   for (const log::Location& c : chunks_) {
     auto it = shard_->pinned.find(c.segment);

@@ -215,6 +215,8 @@ class Spool {
 };
 
 // A message being stored in pieces. Thread-compatible: one thread at a time.
+// REQUIRES: a writer that is neither committed nor aborted is destroyed (or aborted)
+// before its Spool.
 class BodyWriter {
  public:
   virtual ~BodyWriter() = default;  // aborts if neither committed nor aborted
