@@ -19,7 +19,8 @@ Status ErrnoToStatus(int err, std::string_view what, std::string_view path);
 // The classification alone.
 Code CodeForErrno(int err);
 
-// "ENOSPC", or "errno 1234" when the name is unknown.
+// "ENOSPC", or "unknown errno" when the name is unknown (ErrnoToStatus then adds the
+// number).
 std::string_view ErrnoName(int err);
 
 }  // namespace spool::io

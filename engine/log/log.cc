@@ -553,12 +553,7 @@ Status Log::ActivateSegment(Segment* seg) {
   h.prev_end = last_end_;
   h.segment_size = seg->size;
   h.created_ms = NowMs();
-  if (options_.direct_io && seg->direct == nullptr) {
-    io::OpenOptions o;
-    o.direct = true;
-    o.dsync = true;
-    SPOOL_ASSIGN_OR_RETURN(seg->direct, fs_->Open(seg->path, o));
-  }
+  SPOOL_RETURN_IF_ERROR(OpenDirect(*seg));
   AlignedBuffer block = AllocateAligned(kBlockSize);
   EncodeSegmentHeader(h, block.get());
   io::WriteOp op{0, block.get(), kBlockSize};
