@@ -1,0 +1,3 @@
+#include "smtpd/smtpd.h"
+
+int main(int argc, char** argv) { return spool::smtpd::SmtpdMain(argc, argv); }
