@@ -24,6 +24,7 @@
 
 #include <cerrno>
 #include <chrono>
+#include <cstdarg>
 #include <cstdio>
 #include <cstring>
 #include <fstream>
@@ -52,6 +53,16 @@ constexpr int kRecoverySeconds = 15;
 constexpr uint64_t kSegmentSize = 1 << 20;
 
 std::string ErrnoText(int err) { return std::string(strerrordesc_np(err)); }
+
+// A line for the reader of the test log, flushed at once: a fault may abort the process.
+[[gnu::format(printf, 1, 2)]] void Info(const char* format, ...) {
+  std::va_list args;
+  va_start(args, format);
+  std::fputs("[   info   ] ", stdout);
+  std::vfprintf(stdout, format, args);
+  va_end(args);
+  std::fflush(stdout);
+}
 
 // Polls `done` until it holds or `seconds` pass; returns its last value.
 bool WaitFor(const std::function<bool()>& done, int seconds = kRecoverySeconds) {
@@ -184,6 +195,42 @@ Options SmallOptions(std::vector<std::string> dirs) {
   return o;
 }
 
+// Mounts still in place, for the last-resort cleanup below: a fatal signal (an abort in
+// the engine or RocksDB) skips TearDown, and a mount left behind would outlive the test.
+// Fixed storage: the handler may only call async-signal-safe functions.
+constexpr int kMaxMounts = 8;
+char g_mounts[kMaxMounts][512];
+
+void DetachMountsAndDie(int sig) {
+  for (int i = kMaxMounts - 1; i >= 0; --i) {
+    if (g_mounts[i][0] != '\0') umount2(g_mounts[i], MNT_DETACH);
+  }
+  signal(sig, SIG_DFL);
+  raise(sig);
+}
+
+void RememberMount(const std::string& path) {
+  static const bool installed = [] {
+    for (int sig : {SIGABRT, SIGSEGV, SIGBUS, SIGILL, SIGFPE, SIGTERM}) {
+      signal(sig, DetachMountsAndDie);
+    }
+    return true;
+  }();
+  (void)installed;
+  for (auto& slot : g_mounts) {
+    if (slot[0] == '\0' && path.size() < sizeof(slot)) {
+      std::memcpy(slot, path.c_str(), path.size() + 1);
+      return;
+    }
+  }
+}
+
+void ForgetMount(const std::string& path) {
+  for (auto& slot : g_mounts) {
+    if (path == slot) slot[0] = '\0';
+  }
+}
+
 // The fixture: owns the spool, the mounts and a helper process, and undoes them in
 // TearDown (spool first, so that no file on a mount is open when it is unmounted).
 class FaultTest : public ::testing::Test {
@@ -198,6 +245,7 @@ class FaultTest : public ::testing::Test {
                      ErrnoText(err).c_str());
         umount2(it->c_str(), MNT_DETACH);
       }
+      ForgetMount(*it);
     }
     mounts_.clear();
     if (fuse_pid_ > 0) {
@@ -226,8 +274,13 @@ class FaultTest : public ::testing::Test {
       *why = "mount -t tmpfs not permitted here: " + ErrnoText(errno);
       return "";
     }
-    mounts_.push_back(dir);
+    AddMount(dir);
     return dir;
+  }
+
+  void AddMount(const std::string& path) {
+    mounts_.push_back(path);
+    RememberMount(path);
   }
 
   Status OpenSpool(const Options& o) {
@@ -367,8 +420,8 @@ TEST_F(FaultTest, EnospcFromFullTmpfsGives452AndRecoversAfterGrow) {
     EXPECT_TRUE(HasReply(s, 452, "4.3.1"));
     if (s.sys_errno() == ENOSPC) kernel_enospc = true;
   }
-  std::printf(
-      "[ info ] %zu acknowledged, %zu refused; first refusal: %s; ENOSPC from the kernel "
+  Info(
+      "%zu acknowledged, %zu refused; first refusal: %s; ENOSPC from the kernel "
       "seen in a reply's status: %s\n",
       ledger.acked().size(), refusals.size(), refusals.front().ToString().c_str(),
       kernel_enospc ? "yes" : "no (refused by the free-space check first)");
@@ -427,7 +480,7 @@ TEST_F(FaultTest, ErofsFromExt4RemountedReadOnlyGives451_435) {
   if (RunShell("mount -o loop,errors=remount-ro " + img + " " + mnt, &out) != 0) {
     GTEST_SKIP() << "loop mount not permitted here (no loop devices?): " << out;
   }
-  mounts_.push_back(mnt);
+  AddMount(mnt);
   const std::string loop = LoopDeviceOf(mnt);
   ASSERT_FALSE(loop.empty()) << "no loop device found under " << mnt;
 
@@ -455,7 +508,7 @@ TEST_F(FaultTest, ErofsFromExt4RemountedReadOnlyGives451_435) {
   if (probe >= 0) close(probe);
   ASSERT_LT(probe, 0) << "filesystem still writable after " << how;
   ASSERT_EQ(probe_errno, EROFS) << ErrnoText(probe_errno);
-  std::printf("[ info ] ext4 on %s made read-only with %s\n", loop.c_str(), how.c_str());
+  Info("ext4 on %s made read-only with %s\n", loop.c_str(), how.c_str());
 
   for (int i = 0; i < 5; ++i) {
     StatusOr<MessageId> id = ledger.Enqueue(*spool_, 4000);
@@ -565,7 +618,7 @@ TEST_F(EaccesTest, OpenRootSpoolAsNobodyGives451_435AndLosesNothing) {
       << "operator message should name the spool: " << res.message;
   EXPECT_NE(res.message.find("ermission denied"), std::string::npos)
       << "operator message should say why: " << res.message;
-  std::printf("[ info ] operator message: %s\n", res.message.c_str());
+  Info("operator message: %s\n", res.message.c_str());
 
   ASSERT_OK(OpenSpool(o));
   ExpectIntact(*spool_, ledger, "root reopens after the refused open");
@@ -583,7 +636,7 @@ TEST_F(EaccesTest, ShardDirBecomesUnwritableWhileOpen) {
   HelperReport r = RunHelper("unwritable", dir);
   ASSERT_EQ(r.exit_code, 0) << ::testing::PrintToString(r.lines);
   for (const std::string& line : r.lines) {
-    std::printf("[ helper ] %s\n", line.c_str());
+    Info("helper: %s\n", line.c_str());
     if (line.rfind("CHECK FAIL", 0) == 0) ADD_FAILURE() << line;
   }
   ASSERT_EQ(r.results.size(), 2u) << ::testing::PrintToString(r.lines);
@@ -640,7 +693,7 @@ class FuseTest : public FaultTest {
       fuse_pid_ = -1;
       GTEST_SKIP() << "cannot mount the FUSE fault filesystem: " << text;
     }
-    mounts_.push_back(fuse_mount_);
+    AddMount(fuse_mount_);
 #endif
   }
 
@@ -669,7 +722,7 @@ TEST_F(FuseTest, EioLatchesOneShardOthersServeAndNothingAcknowledgedIsLost) {
     // O_DIRECT through FUSE, for the report; the test uses buffered writes + fdatasync so
     // that the sync fault is an fdatasync the engine issues.
     const int fd = open((fuse_mount_ + "/odirect").c_str(), O_CREAT | O_WRONLY | O_DIRECT, 0600);
-    std::printf("[ info ] O_DIRECT on FUSE: %s\n", fd >= 0 ? "opens" : ErrnoText(errno).c_str());
+    Info("O_DIRECT on FUSE: %s\n", fd >= 0 ? "opens" : ErrnoText(errno).c_str());
     if (fd >= 0) close(fd);
     unlink((fuse_mount_ + "/odirect").c_str());
   }
@@ -703,8 +756,8 @@ TEST_F(FuseTest, EioLatchesOneShardOthersServeAndNothingAcknowledgedIsLost) {
       EXPECT_EQ(s.code(), Code::kIoError) << s.ToString();
       EXPECT_TRUE(HasReply(s, 451, "4.3.0"));
     }
-    std::printf("[ info ] %s: %zu of 20 enqueues failed; first: %s\n", command.c_str(),
-                failures.size(), failures.front().ToString().c_str());
+    Info("%s: %zu of 20 enqueues failed; first: %s\n", command.c_str(), failures.size(),
+         failures.front().ToString().c_str());
     // The shard latched; the spool is degraded and keeps accepting on the other shard.
     const Health h = spool_->GetHealth();
     EXPECT_EQ(h.state, HealthState::kDegraded);
