@@ -1,0 +1,1439 @@
+#include "fsck/fsck.h"
+
+#include <sys/stat.h>
+#include <sys/sysmacros.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cinttypes>
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <map>
+#include <memory>
+#include <optional>
+#include <set>
+#include <sstream>
+#include <tuple>
+#include <unordered_map>
+
+#include "index/index.h"
+#include "io/file_system.h"
+#include "log/log.h"
+#include "log/record.h"
+#include "spool/codec.h"
+#include "spool/logging.h"
+#include "spool/metrics.h"
+#include "spool/spool.h"
+
+namespace spool::fsck {
+namespace {
+
+using internal::IndexEntry;
+
+constexpr char kTool[] = "spool-fsck";
+
+// The shard layout, as engine/spool/spool.cc writes it (names and marker format there).
+constexpr char kMarkerFile[] = "SPOOL";
+constexpr char kLockFile[] = "LOCK";
+constexpr char kLogDir[] = "log";
+constexpr char kIndexDir[] = "index";
+constexpr int kMarkerVersion = 1;
+// The largest commit group of a shard, as the spool computes it from the segment size.
+uint64_t BatchCapacity(uint64_t segment_size) {
+  return std::min<uint64_t>(8ull << 20, segment_size / 4 / log::kBlockSize * log::kBlockSize);
+}
+
+// Damage a repair has dealt with (the messages it hit are quarantined): one range of a
+// segment per line. Later checks report damage inside these ranges as known, not as an
+// error. Segment numbers are never reused in a shard, so a line outlives nothing.
+constexpr char kDamageFile[] = "DAMAGE";
+constexpr char kDamageHeader[] = "spool-fsck known damage, format 1";
+// Index writes of a repair go in batches of this many operations.
+constexpr int kIndexBatchOps = 1024;
+// The progress callback runs after at least this many more bytes were scanned.
+constexpr uint64_t kProgressStep = 32ull << 20;
+
+int64_t NowMs() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(
+             std::chrono::system_clock::now().time_since_epoch())
+      .count();
+}
+
+std::string LocText(uint64_t segment, uint64_t offset) {
+  return "segment " + std::to_string(segment) + " offset " + std::to_string(offset);
+}
+
+struct Marker {
+  int version = 0;
+  uint64_t spool_id = 0;
+  uint32_t shard = 0;
+  uint64_t segment_size = 64ull << 20;
+};
+
+// Reads a shard's SPOOL marker (the format SpoolImpl::ReadOrCreateMarker writes).
+Status ReadMarker(io::FileSystem* fs, const std::string& dir, Marker* m) {
+  SPOOL_ASSIGN_OR_RETURN(bool exists, fs->Exists(dir));
+  if (!exists) return FailedPreconditionError(dir + " does not exist");
+  const std::string path = dir + "/" + kMarkerFile;
+  SPOOL_ASSIGN_OR_RETURN(exists, fs->Exists(path));
+  if (!exists) return FailedPreconditionError(dir + " is not a spool (no " + path + ")");
+  SPOOL_ASSIGN_OR_RETURN(auto f, fs->Open(path, io::OpenOptions{.read_only = true}));
+  std::string text(4096, '\0');
+  size_t got = 0;
+  SPOOL_RETURN_IF_ERROR(
+      fs->Read(*f, 0, {reinterpret_cast<std::byte*>(text.data()), text.size()}, &got));
+  text.resize(got);
+  unsigned long long id = 0, seg_size = 0;
+  unsigned shard = 0;
+  const int fields =
+      std::sscanf(text.c_str(), "spool format %d\nspool id %llu\nshard %u\nsegment size %llu",
+                  &m->version, &id, &shard, &seg_size);
+  if (fields < 3)
+    return FailedPreconditionError(dir + " is not a spool: " + path + " is unreadable");
+  if (m->version > kMarkerVersion) {
+    return FailedPreconditionError(dir + " was written by spool format " +
+                                   std::to_string(m->version) + ", newer than this build's " +
+                                   std::to_string(kMarkerVersion));
+  }
+  m->spool_id = id;
+  m->shard = shard;
+  if (fields == 4 && seg_size >= (1ull << 20) && seg_size % log::kBlockSize == 0) {
+    m->segment_size = seg_size;
+  }
+  return Status::Ok();
+}
+
+std::string ReadSmallFile(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+// Who holds the flock on `path`, from /proc/locks, without taking it (taking it even for
+// an instant could make a starting MTA fail). "" if nobody; "pid N" if someone does.
+std::string FlockHolder(const std::string& path) {
+  struct stat st;
+  if (::stat(path.c_str(), &st) != 0) return "";
+  std::ifstream in("/proc/locks");
+  char want[64];
+  std::snprintf(want, sizeof(want), ":%" PRIu64, static_cast<uint64_t>(st.st_ino));
+  for (std::string line; std::getline(in, line);) {
+    // "1: FLOCK  ADVISORY  WRITE 4711 fd:01:1234567 0 EOF"
+    std::istringstream fields(line);
+    std::string num, type, advisory, mode, pid, dev_ino;
+    fields >> num >> type;
+    if (type == "->") fields >> type;  // a waiter
+    fields >> advisory >> mode >> pid >> dev_ino;
+    if (type != "FLOCK") continue;
+    const size_t last = dev_ino.rfind(':');
+    if (last == std::string::npos || dev_ino.substr(last) != want) continue;
+    unsigned maj = 0, min = 0;
+    if (std::sscanf(dev_ino.c_str(), "%x:%x:", &maj, &min) == 2 &&
+        (maj != major(st.st_dev) || min != minor(st.st_dev))) {
+      continue;
+    }
+    return "pid " + pid;
+  }
+  return "";
+}
+
+// What the scan knows about an intact record.
+struct RecInfo {
+  log::RecordId id;
+  log::RecordType type = log::RecordType::kMessage;
+  uint32_t size = 0;
+};
+
+struct PairHash {
+  size_t operator()(const std::pair<uint64_t, uint64_t>& p) const {
+    return static_cast<size_t>(p.first * 0x9E3779B97F4A7C15ull ^ p.second);
+  }
+};
+
+// A damaged stretch of a segment: [begin, end).
+struct Range {
+  uint64_t segment = 0, begin = 0, end = 0;
+  friend bool operator<(const Range& a, const Range& b) {
+    return std::tie(a.segment, a.begin, a.end) < std::tie(b.segment, b.begin, b.end);
+  }
+  friend bool operator==(const Range&, const Range&) = default;
+};
+
+std::set<Range> LoadKnownDamage(const std::string& dir) {
+  std::set<Range> out;
+  std::istringstream in(ReadSmallFile(dir + "/" + kDamageFile));
+  std::string line;
+  if (!std::getline(in, line) || line != kDamageHeader) return out;
+  for (; std::getline(in, line);) {
+    Range r;
+    if (std::sscanf(line.c_str(), "%" SCNu64 " %" SCNu64 " %" SCNu64, &r.segment, &r.begin,
+                    &r.end) == 3) {
+      out.insert(r);
+    }
+  }
+  return out;
+}
+
+// Replaces the DAMAGE file atomically (temporary file, sync, rename, directory sync).
+Status WriteKnownDamage(io::FileSystem* fs, const std::string& dir, const std::set<Range>& ranges) {
+  const std::string path = dir + "/" + kDamageFile;
+  if (ranges.empty()) {
+    SPOOL_ASSIGN_OR_RETURN(bool exists, fs->Exists(path));
+    if (!exists) return Status::Ok();
+    SPOOL_RETURN_IF_ERROR(fs->Unlink(path));
+    return fs->SyncDir(dir);
+  }
+  std::string text = std::string(kDamageHeader) + "\n";
+  for (const Range& r : ranges) {
+    text += std::to_string(r.segment) + " " + std::to_string(r.begin) + " " +
+            std::to_string(r.end) + "\n";
+  }
+  const std::string tmp = path + ".tmp";
+  {
+    SPOOL_ASSIGN_OR_RETURN(auto f, fs->Open(tmp, io::OpenOptions{.create = true}));
+    SPOOL_RETURN_IF_ERROR(fs->Truncate(*f, 0));
+    io::WriteOp op{0, text.data(), text.size()};
+    SPOOL_RETURN_IF_ERROR(fs->WriteBatch(*f, {&op, 1}, io::Sync::kData));
+  }
+  SPOOL_RETURN_IF_ERROR(fs->Rename(tmp, path));
+  return fs->SyncDir(dir);
+}
+
+// The log replayed into an in-memory index from its first record, the way the spool's
+// open replays it into RocksDB (SpoolImpl::Replay in engine/spool/spool.cc; the rules must
+// stay the same).
+class Model {
+ public:
+  // Applies one intact record. Sets *duplicate when an original (not relocated) message
+  // record names an id that is already live, and *undecodable when its payload does not
+  // decode.
+  void Apply(const log::Record& r, bool* duplicate, Status* undecodable) {
+    const MessageId id(r.id.hi, r.id.lo);
+    const std::string key = internal::IdKey(id);
+    auto it = live.find(key);
+    switch (r.type) {
+      case log::RecordType::kMessage:
+      case log::RecordType::kCommit: {
+        IndexEntry e;
+        std::string_view payload(r.payload);
+        Status s;
+        if (r.type == log::RecordType::kMessage) {
+          s = internal::DecodeEnvelope(&payload, &e.info);
+          e.body_offset = static_cast<uint32_t>(r.payload.size() - payload.size());
+        } else {
+          s = internal::DecodeCommit(payload, &e.info, &e.chunks);
+        }
+        if (!s.ok()) {
+          *undecodable = s;
+          return;
+        }
+        e.main = r.location;
+        e.info.id = id;
+        if (it != live.end()) {
+          if ((r.flags & log::kFlagRelocated) == 0) *duplicate = true;
+          const IndexEntry& cur = it->second;
+          e.info.state = cur.info.state;
+          e.info.attempts = cur.info.attempts;
+          e.info.next_attempt_ms = cur.info.next_attempt_ms;
+          e.info.recipient_status = cur.info.recipient_status;
+          e.state = cur.state;
+        } else {
+          e.info.state = MessageState::kQueued;
+          e.info.next_attempt_ms = e.info.arrival_ms;
+          e.info.recipient_status.assign(e.info.envelope.recipients.size(),
+                                         RecipientStatus::kPending);
+        }
+        live[key] = std::move(e);
+        break;
+      }
+      case log::RecordType::kStateUpdate: {
+        if (it == live.end()) return;  // removed later on, or relocated from a recycled segment
+        std::string_view payload(r.payload);
+        IndexEntry next = it->second;
+        Status s = internal::DecodeState(&payload, &next.info);
+        if (!s.ok()) {
+          *undecodable = s;
+          return;
+        }
+        next.state = r.location;
+        it->second = std::move(next);
+        break;
+      }
+      case log::RecordType::kRemove:
+        if (it != live.end()) live.erase(it);
+        removed.insert(key);
+        break;
+      default:
+        return;  // chunks are reached through their commit; padding is nothing
+    }
+    last_touch[key] = r.location;
+  }
+
+  std::map<std::string, IndexEntry> live;  // by IdKey: the index's order
+  std::unordered_map<std::string, log::Location> last_touch;
+  std::set<std::string> removed;
+};
+
+bool Before(const log::Location& a, const log::Location& b) {
+  return a.segment < b.segment || (a.segment == b.segment && a.offset < b.offset);
+}
+
+uint64_t Footprint(const IndexEntry& e) {
+  uint64_t n = e.main.size + e.state.size;
+  for (const log::Location& c : e.chunks) n += c.size;
+  return n;
+}
+
+// Checks and repairs one shard.
+class ShardFsck {
+ public:
+  ShardFsck(io::FileSystem* fs, const FsckOptions& options, const std::string& dir,
+            uint32_t ordinal, Report* report, uint64_t* progress_base, uint64_t progress_total)
+      : fs_(fs),
+        options_(options),
+        repair_(options.repair || options.rebuild_index),
+        dir_(dir),
+        report_(report),
+        progress_base_(progress_base),
+        progress_total_(progress_total) {
+    summary_.dir = dir;
+    summary_.shard = ordinal;
+  }
+
+  void Run();
+  ShardSummary summary() const { return summary_; }
+
+ private:
+  // Adds a problem; returns its index in the report.
+  size_t Add(std::string kind, Severity severity, uint64_t segment, std::optional<uint64_t> offset,
+             const std::string& id, std::string detail) {
+    Problem p;
+    p.kind = std::move(kind);
+    p.severity = severity;
+    p.dir = dir_;
+    p.shard = summary_.shard;
+    p.segment = segment;
+    if (auto it = seg_path_.find(segment); segment != 0 && it != seg_path_.end()) {
+      p.path = it->second;
+    }
+    p.has_offset = offset.has_value();
+    p.offset = offset.value_or(0);
+    p.id = id;
+    p.detail = std::move(detail);
+    report_->problems.push_back(std::move(p));
+    return report_->problems.size() - 1;
+  }
+  void Corrected(size_t problem, std::string action) {
+    if (problem >= report_->problems.size()) return;  // not reported (planned again)
+    report_->problems[problem].corrected = true;
+    report_->problems[problem].action = std::move(action);
+  }
+  void Operational(const Status& s) {
+    Add("cannot_open", Severity::kError, 0, std::nullopt, "", std::string(s.message()));
+    report_->operational_error = true;
+  }
+
+  void CheckLock();
+  Status ScanSegmentHeaders();
+  void OpenIndex();
+  Status ScanLog(bool writable, std::unique_ptr<log::Log>* log);
+  void AnalyzeDamage();
+  void AnalyzeIndex();
+  Status Repair();
+
+  enum class LocState { kIntact, kDamaged, kMissingSegment, kNothing };
+  LocState CheckLocation(const log::Location& loc, const log::RecordId& id,
+                         log::RecordType type) const;
+  // Whether all records of `e` are intact; otherwise the worst state found.
+  LocState CheckBody(const IndexEntry& e) const;
+  // A quarantine entry for `id` from the best source: the index, the replay, or the
+  // damaged record itself.
+  IndexEntry QuarantineEntry(const MessageId& id, const IndexEntry* indexed,
+                             const IndexEntry* replayed, const log::Location* damaged) const;
+  void AddQuarantine(IndexEntry entry, std::optional<IndexEntry> old, size_t problem);
+  log::LogOptions LogOptionsFor(bool writable) const;
+
+  io::FileSystem* const fs_;
+  const FsckOptions& options_;
+  const bool repair_;
+  const std::string dir_;
+  Report* const report_;
+  uint64_t* const progress_base_;
+  const uint64_t progress_total_;
+  ShardSummary summary_;
+
+  Marker marker_;
+  bool held_by_other_ = false;
+  bool direct_io_ = false;
+  std::map<uint64_t, std::string> seg_path_;  // seq -> file, for valid segment headers
+  std::map<uint64_t, uint64_t> seg_size_;     // seq -> file size
+  std::vector<std::pair<std::string, uint64_t>> short_files_;  // path, size
+
+  // The index as read at the start.
+  bool index_readable_ = false;
+  std::string index_error_;
+  log::Location checkpoint_;
+  std::map<std::string, IndexEntry> indexed_;
+
+  // The log scan.
+  std::unordered_map<std::pair<uint64_t, uint64_t>, RecInfo, PairHash> records_;
+  std::map<uint64_t, std::vector<uint64_t>> offsets_;  // seq -> sorted record offsets
+  std::set<uint64_t> live_segments_;
+  log::RecoveryReport recovery_;
+  Model model_;
+  log::Location log_end_;
+  uint64_t newest_segment_ = 0;
+  uint64_t last_end_newest_ = 0;  // end of the last record of the newest segment
+  std::optional<uint64_t> torn_at_;
+  std::vector<Range> damage_;                                          // this run's damaged ranges
+  std::set<Range> known_;                                              // from the DAMAGE file
+  std::map<std::pair<uint64_t, uint64_t>, log::RecordId> damage_ids_;  // (seq, offset) -> id
+
+  // Repair plan.
+  struct Fix {
+    enum class Kind { kQuarantine, kPut, kDelete } kind;
+    IndexEntry entry;
+    std::optional<IndexEntry> old;
+    size_t problem;
+  };
+  std::vector<Fix> fixes_;
+  std::set<std::string> quarantined_keys_;
+  std::optional<size_t> torn_problem_;
+  std::vector<size_t> damage_problems_;
+  std::vector<std::pair<size_t, std::string>> truncated_files_;  // problem, path
+  std::optional<size_t> checkpoint_problem_;
+  std::optional<size_t> index_problem_;
+  uint64_t progress_reported_ = 0;
+};
+
+void ShardFsck::CheckLock() {
+  const std::string path = dir_ + "/" + kLockFile;
+  std::string text = ReadSmallFile(path);
+  while (!text.empty() && (text.back() == '\n' || text.back() == '\0')) text.pop_back();
+  const std::string holder = FlockHolder(path);
+  if (repair_) {
+    summary_.lock = "held by this spool-fsck";
+    return;
+  }
+  if (!holder.empty()) {
+    held_by_other_ = true;
+    summary_.lock = "held by " + (text.empty() ? holder : text);
+    Add("in_use", Severity::kWarning, 0, std::nullopt, "",
+        "the spool is open for writing by " + (text.empty() ? holder : text) +
+            "; checked read-only beside it (the newest segment and index may move meanwhile)");
+    return;
+  }
+  if (!text.empty()) {
+    summary_.lock = "stale (" + text + ")";
+    Add("stale_lock", Severity::kNote, 0, std::nullopt, "",
+        path + " names " + text +
+            ", which holds no lock: harmless, the lock (flock) went with that process");
+    return;
+  }
+  summary_.lock = "free";
+}
+
+log::LogOptions ShardFsck::LogOptionsFor(bool writable) const {
+  log::LogOptions lo;
+  lo.segment_size = marker_.segment_size;
+  lo.batch_capacity = BatchCapacity(marker_.segment_size);
+  lo.spool_id = marker_.spool_id;
+  lo.shard = marker_.shard;
+  lo.read_only = !writable;
+  lo.direct_io = direct_io_;
+  lo.ready_segments = 1;
+  lo.replay_from = log::Location{};
+  return lo;
+}
+
+Status ShardFsck::ScanSegmentHeaders() {
+  const std::string log_dir = dir_ + "/" + kLogDir;
+  SPOOL_ASSIGN_OR_RETURN(bool exists, fs_->Exists(log_dir));
+  if (!exists) return Status::Ok();  // a spool that never stored anything
+  SPOOL_ASSIGN_OR_RETURN(std::vector<std::string> names, fs_->ListDir(log_dir));
+  std::vector<std::byte> block(log::kBlockSize);
+  bool probed = false;
+  for (const std::string& name : names) {
+    uint32_t slot;
+    if (!log::ParseSegmentFileName(name, &slot)) continue;
+    const std::string path = log_dir + "/" + name;
+    SPOOL_ASSIGN_OR_RETURN(auto f, fs_->Open(path, io::OpenOptions{.read_only = true}));
+    SPOOL_ASSIGN_OR_RETURN(uint64_t size, fs_->Size(*f));
+    summary_.segment_bytes += size;
+    if (!probed) {
+      // Read segments the way the log writes them: O_DIRECT where the filesystem has it,
+      // so that a check beside a direct-I/O writer never leaves stale pages behind.
+      probed = true;
+      direct_io_ = fs_->Open(path, io::OpenOptions{.read_only = true, .direct = true}).ok();
+    }
+    size_t got = 0;
+    std::fill(block.begin(), block.end(), std::byte{0});
+    SPOOL_RETURN_IF_ERROR(fs_->Read(*f, 0, block, &got));
+    log::SegmentHeader h{};
+    const log::SegmentHeaderState st = got < log::kBlockSize
+                                           ? log::SegmentHeaderState::kBad
+                                           : log::DecodeSegmentHeader(block.data(), &h);
+    if (st == log::SegmentHeaderState::kNewVersion) {
+      return FailedPreconditionError(
+          path + " was written by format version " + std::to_string(h.format_version) +
+          ", newer than this build's " + std::to_string(log::kFormatVersion) +
+          " (use a newer spool-fsck; nothing was changed)");
+    }
+    if (st == log::SegmentHeaderState::kValid) {
+      if (seg_path_.count(h.seq) != 0) {
+        return CorruptionError("two segments claim sequence " + std::to_string(h.seq) + ": " +
+                               seg_path_[h.seq] + " and " + path);
+      }
+      seg_path_[h.seq] = path;
+      seg_size_[h.seq] = size;
+    }
+    if (size != marker_.segment_size && st != log::SegmentHeaderState::kFree) {
+      short_files_.emplace_back(path, size);
+    }
+  }
+  return Status::Ok();
+}
+
+void ShardFsck::OpenIndex() {
+  const std::string path = dir_ + "/" + kIndexDir;
+  StatusOr<bool> exists = fs_->Exists(path);
+  if (exists.ok() && !*exists) {
+    index_error_ = "the index " + path + " is missing";
+    return;
+  }
+  StatusOr<std::unique_ptr<index::Index>> index = index::Index::Open(path, /*read_only=*/true);
+  if (!index.ok()) {
+    index_error_ = std::string(index.status().message());
+    return;
+  }
+  StatusOr<log::Location> cp = (*index)->Checkpoint();
+  if (!cp.ok()) {
+    index_error_ = std::string(cp.status().message());
+    return;
+  }
+  checkpoint_ = *cp;
+  Status s = (*index)->ForEach([&](const MessageId& id, const IndexEntry& e) {
+    IndexEntry copy = e;
+    copy.info.id = id;
+    indexed_.emplace(internal::IdKey(id), std::move(copy));
+    return true;
+  });
+  if (!s.ok()) {
+    index_error_ = std::string(s.message());
+    indexed_.clear();
+    return;
+  }
+  index_readable_ = true;
+  summary_.checkpoint_segment = checkpoint_.segment;
+  summary_.checkpoint_offset = checkpoint_.offset;
+}
+
+Status ShardFsck::ScanLog(bool writable, std::unique_ptr<log::Log>* out) {
+  records_.clear();
+  offsets_.clear();
+  model_ = Model();
+  log_end_ = {};
+  recovery_ = {};
+  std::map<uint64_t, uint64_t> before;  // seq -> bytes of the segments scanned before it
+  uint64_t sum = 0;
+  for (const auto& [seq, size] : seg_size_) {
+    before[seq] = sum;
+    sum += size;
+  }
+  auto visitor = [&](const log::Record& r) -> Status {
+    const log::Location& loc = r.location;
+    records_[{loc.segment, loc.offset}] = RecInfo{r.id, r.type, loc.size};
+    offsets_[loc.segment].push_back(loc.offset);
+    if (!Before({loc.segment, loc.offset + loc.size, 0}, log_end_)) {
+      log_end_ = {loc.segment, loc.offset + loc.size, 0};
+    }
+    bool duplicate = false;
+    Status undecodable;
+    model_.Apply(r, &duplicate, &undecodable);
+    const std::string id = MessageId(r.id.hi, r.id.lo).ToString();
+    if (!writable && duplicate) {
+      Add("duplicate_id", Severity::kError, loc.segment, loc.offset, id,
+          "a second original record of message " + id + " at " + LocText(loc.segment, loc.offset) +
+              " (ids are unique: copied or forged bytes)");
+    }
+    if (!writable && !undecodable.ok()) {
+      Add("bad_payload", Severity::kError, loc.segment, loc.offset, id,
+          "intact record of type " + std::string(log::RecordTypeName(r.type)) +
+              " does not decode: " + std::string(undecodable.message()));
+    }
+    if (options_.progress) {
+      auto it = before.find(loc.segment);
+      const uint64_t done = *progress_base_ + (it == before.end() ? 0 : it->second) + loc.offset;
+      if (done >= progress_reported_ + kProgressStep) {
+        progress_reported_ = done;
+        options_.progress(std::min(done, progress_total_), progress_total_);
+      }
+    }
+    return Status::Ok();
+  };
+  log::LogOptions lo = LogOptionsFor(writable);
+  if (writable) SPOOL_RETURN_IF_ERROR(fs_->CreateDir(dir_ + "/" + kLogDir));
+  StatusOr<std::unique_ptr<log::Log>> log =
+      log::Log::Open(fs_, dir_ + "/" + kLogDir, lo, visitor, &recovery_);
+  if (!log.ok()) return log.status();
+  for (auto& [seq, offs] : offsets_) std::sort(offs.begin(), offs.end());
+  live_segments_.clear();
+  for (uint64_t seq : (*log)->LiveSegments()) live_segments_.insert(seq);
+  if (!writable) {
+    newest_segment_ = live_segments_.empty() ? 0 : *live_segments_.rbegin();
+    *progress_base_ += sum;
+  }
+  *out = std::move(log).value();
+  return Status::Ok();
+}
+
+ShardFsck::LocState ShardFsck::CheckLocation(const log::Location& loc, const log::RecordId& id,
+                                             log::RecordType type) const {
+  auto it = records_.find({loc.segment, loc.offset});
+  if (it != records_.end() && it->second.id == id && it->second.type == type &&
+      it->second.size == loc.size) {
+    return LocState::kIntact;
+  }
+  if (live_segments_.count(loc.segment) == 0) return LocState::kMissingSegment;
+  for (const Range& r : damage_) {
+    if (r.segment == loc.segment && loc.offset + loc.size > r.begin && loc.offset < r.end) {
+      return LocState::kDamaged;
+    }
+  }
+  for (const Range& r : known_) {
+    if (r.segment == loc.segment && loc.offset + loc.size > r.begin && loc.offset < r.end) {
+      return LocState::kDamaged;
+    }
+  }
+  if (auto s = seg_size_.find(loc.segment);
+      s != seg_size_.end() && loc.offset + loc.size > s->second) {
+    return LocState::kDamaged;  // past the end of a truncated file
+  }
+  if (torn_at_ && loc.segment == newest_segment_ && loc.offset + loc.size > *torn_at_) {
+    return LocState::kDamaged;  // indexed, so acknowledged: not a torn tail after all
+  }
+  return LocState::kNothing;
+}
+
+ShardFsck::LocState ShardFsck::CheckBody(const IndexEntry& e) const {
+  const log::RecordId rid{e.info.id.time(), e.info.id.tag()};
+  LocState worst = CheckLocation(
+      e.main, rid, e.chunked() ? log::RecordType::kCommit : log::RecordType::kMessage);
+  // A streamed message's commit record may also be a whole message record when it was
+  // written inline; chunks decide.
+  if (worst != LocState::kIntact) return worst;
+  for (const log::Location& c : e.chunks) {
+    LocState s = CheckLocation(c, rid, log::RecordType::kBodyChunk);
+    if (s != LocState::kIntact) return s;
+  }
+  return LocState::kIntact;
+}
+
+void ShardFsck::AnalyzeDamage() {
+  torn_at_.reset();
+  damage_.clear();
+  for (const log::Damage& d : recovery_.damage) {
+    Range r{d.segment, d.offset, 0};
+    if (d.segment != 0) {
+      auto it = seg_size_.find(d.segment);
+      r.end = it == seg_size_.end() ? d.offset + log::kBlockSize : it->second;
+      auto offs = offsets_.find(d.segment);
+      if (offs != offsets_.end()) {
+        auto next = std::upper_bound(offs->second.begin(), offs->second.end(), d.offset);
+        if (next != offs->second.end()) r.end = *next;
+      }
+      damage_.push_back(r);
+    }
+    if (d.id.hi != 0 || d.id.lo != 0) damage_ids_[{d.segment, d.offset}] = d.id;
+    bool known = false;
+    for (const Range& k : known_) {
+      known |= k.segment == r.segment && d.offset >= k.begin && d.offset < k.end;
+    }
+    std::string id;
+    if (d.id.hi != 0 || d.id.lo != 0) id = MessageId(d.id.hi, d.id.lo).ToString();
+    if (known) {
+      Add("known_damage", Severity::kNote, d.segment, d.offset, id,
+          d.detail + " (dealt with by an earlier repair)");
+      continue;
+    }
+    damage_problems_.push_back(Add(d.kind, Severity::kError, d.segment, d.offset, id,
+                                   d.detail.empty() ? d.kind : d.detail));
+  }
+  for (const auto& [path, size] : short_files_) {
+    uint64_t seq = 0;
+    for (const auto& [s, p] : seg_path_) {
+      if (p == path) seq = s;
+    }
+    const size_t p = Add("truncated_segment", Severity::kError, seq, size, "",
+                         path + " is " + std::to_string(size) + " bytes, not the spool's " +
+                             std::to_string(marker_.segment_size));
+    truncated_files_.emplace_back(p, path);
+  }
+  if (recovery_.torn_tail_bytes > 0 && newest_segment_ != 0) {
+    // The log reports how many bytes, not where: the tear starts after the newest
+    // segment's last intact record (at the next block, where a batch ended).
+    uint64_t last = log::kSegmentDataStart;
+    auto offs = offsets_.find(newest_segment_);
+    if (offs != offsets_.end() && !offs->second.empty()) {
+      const uint64_t off = offs->second.back();
+      last = off + records_.at({newest_segment_, off}).size;
+    }
+    torn_at_ = last;
+    torn_problem_ = Add("torn_tail", held_by_other_ ? Severity::kWarning : Severity::kError,
+                        newest_segment_, last, "",
+                        std::to_string(recovery_.torn_tail_bytes) +
+                            " bytes of an unacknowledged write cut short at the end of the log" +
+                            (held_by_other_ ? " (or the writer's batch in flight)" : ""));
+  }
+}
+
+IndexEntry ShardFsck::QuarantineEntry(const MessageId& id, const IndexEntry* indexed,
+                                      const IndexEntry* replayed,
+                                      const log::Location* damaged) const {
+  IndexEntry e;
+  if (indexed != nullptr) {
+    e = *indexed;
+  } else if (replayed != nullptr) {
+    e = *replayed;
+  } else if (damaged != nullptr) {
+    // Salvage the envelope from the damaged record: its header is intact (we know the
+    // id), the payload failed its checksum, so decode what decodes.
+    e.main = *damaged;
+    auto path = seg_path_.find(damaged->segment);
+    if (path != seg_path_.end()) {
+      StatusOr<std::unique_ptr<io::File>> f =
+          fs_->Open(path->second, io::OpenOptions{.read_only = true});
+      std::string buf(damaged->size, '\0');
+      size_t got = 0;
+      if (f.ok() &&
+          fs_->Read(**f, damaged->offset, {reinterpret_cast<std::byte*>(buf.data()), buf.size()},
+                    &got)
+              .ok() &&
+          got > sizeof(log::RecordHeader)) {
+        log::RecordHeader h;
+        std::memcpy(&h, buf.data(), sizeof(h));
+        std::string_view payload(buf.data() + sizeof(h),
+                                 std::min<size_t>(h.payload_size, got - sizeof(h)));
+        const size_t whole = payload.size();
+        MessageInfo info;
+        Status s = h.type == static_cast<uint8_t>(log::RecordType::kCommit)
+                       ? internal::DecodeCommit(payload, &info, &e.chunks)
+                       : internal::DecodeEnvelope(&payload, &info);
+        if (s.ok()) {
+          e.info = info;
+          if (h.type == static_cast<uint8_t>(log::RecordType::kMessage)) {
+            e.body_offset = static_cast<uint32_t>(whole - payload.size());
+          }
+        } else {
+          e.chunks.clear();
+        }
+      }
+    }
+    if (e.info.arrival_ms == 0) e.info.arrival_ms = static_cast<int64_t>(id.micros() / 1000);
+    e.info.recipient_status.assign(e.info.envelope.recipients.size(), RecipientStatus::kPending);
+    e.info.next_attempt_ms = e.info.arrival_ms;
+  }
+  e.info.id = id;
+  e.info.state = MessageState::kCorrupt;
+  return e;
+}
+
+void ShardFsck::AddQuarantine(IndexEntry entry, std::optional<IndexEntry> old, size_t problem) {
+  quarantined_keys_.insert(internal::IdKey(entry.info.id));
+  fixes_.push_back({Fix::Kind::kQuarantine, std::move(entry), std::move(old), problem});
+}
+
+void ShardFsck::AnalyzeIndex() {
+  fixes_.clear();
+  quarantined_keys_.clear();
+  checkpoint_problem_.reset();
+  if (checkpoint_.segment != 0 && live_segments_.count(checkpoint_.segment) == 0) {
+    checkpoint_problem_ =
+        Add("missing_segment", Severity::kError, checkpoint_.segment, std::nullopt, "",
+            "segment " + std::to_string(checkpoint_.segment) +
+                ", where the index checkpoint lies, is missing");
+  }
+  std::set<uint64_t> missing_reported;
+  auto note_missing = [&](const log::Location& loc) {
+    if (live_segments_.count(loc.segment) != 0 || !missing_reported.insert(loc.segment).second) {
+      return;
+    }
+    if (checkpoint_problem_ && report_->problems[*checkpoint_problem_].segment == loc.segment) {
+      return;
+    }
+    Add("missing_segment", Severity::kError, loc.segment, std::nullopt, "",
+        "segment " + std::to_string(loc.segment) +
+            " holds records the index refers to, and is missing");
+  };
+
+  std::set<std::string> keys;
+  for (const auto& [k, e] : indexed_) keys.insert(k);
+  for (const auto& [k, e] : model_.live) keys.insert(k);
+  for (const std::string& key : keys) {
+    const MessageId id = internal::IdFromKey(key);
+    const std::string id_text = id.ToString();
+    auto ii = indexed_.find(key);
+    auto ei = model_.live.find(key);
+    const IndexEntry* I = ii == indexed_.end() ? nullptr : &ii->second;
+    const IndexEntry* E = ei == model_.live.end() ? nullptr : &ei->second;
+    const auto touch = model_.last_touch.find(key);
+    const bool after_cp = !index_readable_ ||
+                          (touch != model_.last_touch.end() && !Before(touch->second, checkpoint_));
+
+    if (I != nullptr && I->info.state == MessageState::kCorrupt) {
+      Add("quarantined", Severity::kNote, I->main.segment, I->main.offset, id_text,
+          "message " + id_text + " is quarantined (state corrupt)");
+      continue;
+    }
+    const LocState istate = I ? CheckBody(*I) : LocState::kNothing;
+    const LocState estate = E ? CheckBody(*E) : LocState::kNothing;
+    if (I != nullptr && istate == LocState::kMissingSegment) note_missing(I->main);
+    for (const IndexEntry* x : {I, E}) {
+      if (x == nullptr) continue;
+      for (const log::Location& c : x->chunks) note_missing(c);
+    }
+    const bool iwhole = I != nullptr && istate == LocState::kIntact;
+    if (iwhole) {
+      // The body is intact. A damaged state record is the only record the index can be
+      // better than the log about: keep the index's state then.
+      const bool state_ok = I->state.segment == 0 ||
+                            CheckLocation(I->state, {id.time(), id.tag()},
+                                          log::RecordType::kStateUpdate) == LocState::kIntact;
+      if (!state_ok && CheckLocation(I->state, {id.time(), id.tag()},
+                                     log::RecordType::kStateUpdate) != LocState::kNothing) {
+        continue;
+      }
+      if (E != nullptr && internal::EncodeIndexEntry(*E) == internal::EncodeIndexEntry(*I)) {
+        continue;
+      }
+      if (E == nullptr && model_.removed.count(key) == 0) {
+        // Intact records the replay did not make live and no removal: cannot happen
+        // unless the index names records of the wrong type.
+        Add("index_mismatch", Severity::kWarning, I->main.segment, I->main.offset, id_text,
+            "index entry of " + id_text + " does not match the log; left alone");
+        continue;
+      }
+      if (E != nullptr && estate != LocState::kIntact) continue;  // the index has the good copy
+      const bool pending = after_cp;
+      const size_t p = Add(
+          E ? "index_mismatch" : "removed_still_indexed",
+          pending ? Severity::kNote : Severity::kError, I->main.segment, I->main.offset, id_text,
+          pending ? "the log has newer changes of " + id_text + " than the index (replayed at open)"
+          : E     ? "the index entry of " + id_text + " differs from the log"
+                  : "message " + id_text + " was removed in the log but is still indexed");
+      fixes_.push_back({E ? Fix::Kind::kPut : Fix::Kind::kDelete, E ? *E : *I, *I, p});
+      continue;
+    }
+    if (I == nullptr) {
+      if (E == nullptr) continue;
+      if (estate == LocState::kIntact) {
+        const size_t p =
+            Add("unindexed", after_cp ? Severity::kNote : Severity::kError, E->main.segment,
+                E->main.offset, id_text,
+                after_cp ? "message " + id_text +
+                               " is in the log after the index checkpoint "
+                               "(replayed at open)"
+                         : "message " + id_text + " is in the log but not in the index");
+        fixes_.push_back({Fix::Kind::kPut, *E, std::nullopt, p});
+      } else {
+        const size_t p =
+            Add("corrupt_message", Severity::kError, E->main.segment, E->main.offset, id_text,
+                "a record of the body of " + id_text + " is damaged or missing");
+        AddQuarantine(QuarantineEntry(id, nullptr, E, nullptr), std::nullopt, p);
+      }
+      continue;
+    }
+    // The index names records that are not intact.
+    if (E != nullptr && estate == LocState::kIntact) {
+      const size_t p = Add("index_mismatch", after_cp ? Severity::kNote : Severity::kError,
+                           I->main.segment, I->main.offset, id_text,
+                           "the index points " + id_text +
+                               " at records that are not there; the "
+                               "log has it at " +
+                               LocText(E->main.segment, E->main.offset));
+      fixes_.push_back({Fix::Kind::kPut, *E, *I, p});
+      continue;
+    }
+    if (istate == LocState::kNothing && (E == nullptr || estate == LocState::kNothing)) {
+      const size_t p =
+          Add("dangling_entry", Severity::kError, I->main.segment, I->main.offset, id_text,
+              "index entry of " + id_text + " points at " +
+                  LocText(I->main.segment, I->main.offset) + ", where no record of it is");
+      fixes_.push_back({Fix::Kind::kDelete, *I, *I, p});
+      continue;
+    }
+    const size_t p =
+        Add("corrupt_message", Severity::kError, I->main.segment, I->main.offset, id_text,
+            istate == LocState::kMissingSegment
+                ? "message " + id_text + " has records in a missing segment"
+                : "message " + id_text + " has damaged records");
+    AddQuarantine(QuarantineEntry(id, I, E, nullptr), *I, p);
+  }
+
+  // Damaged message records that neither the index nor the replay knows (written after the
+  // checkpoint, say): quarantine them with what their envelope still tells.
+  for (const auto& [where, rid] : damage_ids_) {
+    const MessageId id(rid.hi, rid.lo);
+    const std::string key = internal::IdKey(id);
+    if (indexed_.count(key) != 0 || model_.live.count(key) != 0 || model_.removed.count(key) != 0 ||
+        quarantined_keys_.count(key) != 0 || !id.valid()) {
+      continue;
+    }
+    // Only records of a message (or commit) stand for a message; read the header's type.
+    auto path = seg_path_.find(where.first);
+    if (path == seg_path_.end()) continue;
+    StatusOr<std::unique_ptr<io::File>> f = fs_->Open(path->second, {.read_only = true});
+    log::RecordHeader h{};
+    size_t got = 0;
+    if (!f.ok() ||
+        !fs_->Read(**f, where.second, {reinterpret_cast<std::byte*>(&h), sizeof(h)}, &got).ok() ||
+        got < sizeof(h) ||
+        (h.type != static_cast<uint8_t>(log::RecordType::kMessage) &&
+         h.type != static_cast<uint8_t>(log::RecordType::kCommit))) {
+      continue;
+    }
+    bool known = false;
+    for (const Range& k : known_) {
+      known |= k.segment == where.first && where.second >= k.begin && where.second < k.end;
+    }
+    if (known) continue;
+    const log::Location loc{where.first, where.second,
+                            static_cast<uint32_t>(log::RecordFootprint(h.payload_size))};
+    const size_t p = Add(
+        "corrupt_message", Severity::kError, loc.segment, loc.offset, id.ToString(),
+        "the record of message " + id.ToString() + " is damaged and the index does not know it");
+    AddQuarantine(QuarantineEntry(id, nullptr, nullptr, &loc), std::nullopt, p);
+  }
+}
+
+Status ShardFsck::Repair() {
+  const std::string index_path = dir_ + "/" + kIndexDir;
+  const bool rebuild = options_.rebuild_index || !index_readable_;
+  std::unique_ptr<index::Index> index;
+  if (rebuild) {
+    // Keep the old index for the operator, as RebuildIndex does.
+    SPOOL_ASSIGN_OR_RETURN(bool exists, fs_->Exists(index_path));
+    if (exists) {
+      SPOOL_RETURN_IF_ERROR(
+          fs_->Rename(index_path, index_path + ".old-" + std::to_string(NowMs())));
+      SPOOL_RETURN_IF_ERROR(fs_->SyncDir(dir_));
+    }
+  }
+  SPOOL_ASSIGN_OR_RETURN(index, index::Index::Open(index_path, /*read_only=*/false));
+
+  // 1. Quarantine first: nothing that follows may make a damaged message look dangling.
+  {
+    index::Index::Batch batch(*index);
+    for (const Fix& f : fixes_) {
+      if (f.kind != Fix::Kind::kQuarantine) continue;
+      const IndexEntry* old = rebuild || !f.old ? nullptr : &*f.old;
+      batch.Put(f.entry, old);
+    }
+    if (!batch.empty()) {
+      SPOOL_RETURN_IF_ERROR(index->Write(batch));
+      SPOOL_RETURN_IF_ERROR(index->Flush());
+    }
+    for (const Fix& f : fixes_) {
+      if (f.kind == Fix::Kind::kQuarantine) Corrected(f.problem, "quarantined");
+    }
+  }
+
+  // 2. Truncated segment files get their size back (zeros: end of data, or damage that
+  // is now known), then a torn tail is cut the way the log's open does: a fresh segment
+  // whose header states where the torn one validly ends. The writable open also rewrites
+  // intact records found past the tear, so the replay is taken again from it.
+  for (const auto& [problem, path] : truncated_files_) {
+    SPOOL_ASSIGN_OR_RETURN(auto f, fs_->Open(path, io::OpenOptions{}));
+    SPOOL_RETURN_IF_ERROR(fs_->Truncate(*f, marker_.segment_size));
+    Corrected(problem, "extended with zeros to the segment size");
+  }
+  // The fixes planned from the first scan, for marking what got corrected.
+  const std::vector<Fix> planned = fixes_;
+  const std::optional<size_t> checkpoint_problem = checkpoint_problem_;
+  std::vector<Fix> fixes;
+  for (const Fix& f : planned) {
+    if (f.kind != Fix::Kind::kQuarantine) fixes.push_back(f);
+  }
+  if (torn_problem_) {
+    std::unique_ptr<log::Log> log;
+    SPOOL_RETURN_IF_ERROR(ScanLog(/*writable=*/true, &log));
+    // One padding record: its batch activates the fresh segment that seals the torn one.
+    log::AppendRecord pad;
+    pad.type = log::RecordType::kPadding;
+    SPOOL_RETURN_IF_ERROR(log->Append({&pad, 1}, nullptr));
+    log.reset();
+    Corrected(*torn_problem_, "truncated");
+    // Records past the tear may have moved: plan the index fixes again against the new
+    // replay, with the quarantine already in place, without reporting anything twice.
+    for (const Fix& f : planned) {
+      if (f.kind == Fix::Kind::kQuarantine) indexed_[internal::IdKey(f.entry.info.id)] = f.entry;
+    }
+    const size_t keep = report_->problems.size();
+    AnalyzeIndex();
+    report_->problems.resize(keep);
+    fixes = fixes_;
+    for (Fix& f : fixes) f.problem = SIZE_MAX;
+  }
+
+  // 3. The other index fixes, against the replay of the log as it is now.
+  if (rebuild) {
+    fixes.clear();
+    for (const auto& [key, e] : model_.live) {
+      auto old = indexed_.find(key);
+      const bool was_quarantined =
+          old != indexed_.end() && old->second.info.state == MessageState::kCorrupt;
+      if (quarantined_keys_.count(key) != 0 || was_quarantined) continue;
+      if (CheckBody(e) == LocState::kIntact) {
+        fixes.push_back({Fix::Kind::kPut, e, std::nullopt, SIZE_MAX});
+      } else {
+        fixes.push_back({Fix::Kind::kQuarantine,
+                         QuarantineEntry(e.info.id, old == indexed_.end() ? nullptr : &old->second,
+                                         &e, nullptr),
+                         std::nullopt, SIZE_MAX});
+      }
+    }
+    // Quarantined entries of the old index stay quarantined in the new one.
+    for (const auto& [key, e] : indexed_) {
+      if (e.info.state == MessageState::kCorrupt) {
+        fixes.push_back({Fix::Kind::kQuarantine, e, std::nullopt, SIZE_MAX});
+      }
+    }
+  }
+  index::Index::Batch* batch = nullptr;
+  std::unique_ptr<index::Index::Batch> holder;
+  int ops = 0;
+  for (size_t i = 0; i <= fixes.size(); ++i) {
+    if (holder == nullptr) {
+      holder = std::make_unique<index::Index::Batch>(*index);
+      batch = holder.get();
+    }
+    if (i < fixes.size()) {
+      const Fix& f = fixes[i];
+      const IndexEntry* old = f.old ? &*f.old : nullptr;
+      if (f.kind == Fix::Kind::kDelete) {
+        batch->Delete(*old);
+      } else {
+        batch->Put(f.entry, old);
+      }
+      if (++ops < kIndexBatchOps) continue;
+    }
+    if (i == fixes.size() && log_end_.segment != 0) batch->SetCheckpoint(log_end_);
+    SPOOL_RETURN_IF_ERROR(index->Write(*batch));
+    holder.reset();
+    ops = 0;
+  }
+  SPOOL_RETURN_IF_ERROR(index->Flush());
+  for (const Fix& f : planned) {
+    if (f.kind == Fix::Kind::kPut) Corrected(f.problem, "indexed from the log");
+    if (f.kind == Fix::Kind::kDelete) Corrected(f.problem, "dropped from the index");
+  }
+  if (checkpoint_problem) Corrected(*checkpoint_problem, "checkpoint moved to the log's end");
+  if (index_problem_) Corrected(*index_problem_, rebuild ? "rebuilt from the log" : "");
+
+  // 4. The damage dealt with, for later checks.
+  std::set<Range> known;
+  for (const Range& r : known_) {
+    if (seg_path_.count(r.segment) != 0) known.insert(r);
+  }
+  for (const Range& r : damage_) known.insert(r);
+  SPOOL_RETURN_IF_ERROR(WriteKnownDamage(fs_, dir_, known));
+  for (size_t p : damage_problems_) Corrected(p, "recorded as known damage");
+  index.reset();
+
+  // What the index holds now, for the summary.
+  StatusOr<std::unique_ptr<index::Index>> after = index::Index::Open(index_path, true);
+  if (after.ok()) {
+    summary_.messages = 0;
+    summary_.quarantined = 0;
+    (*after)
+        ->ForEach([&](const MessageId&, const IndexEntry& e) {
+          ++summary_.messages;
+          if (e.info.state == MessageState::kCorrupt) ++summary_.quarantined;
+          return true;
+        })
+        .IgnoreError();  // the summary is informative
+    StatusOr<log::Location> cp = (*after)->Checkpoint();
+    if (cp.ok()) {
+      summary_.checkpoint_segment = cp->segment;
+      summary_.checkpoint_offset = cp->offset;
+    }
+  }
+  return Status::Ok();
+}
+
+void ShardFsck::Run() {
+  Status s = ReadMarker(fs_, dir_, &marker_);
+  if (!s.ok()) {
+    Operational(s);
+    return;
+  }
+  summary_.shard = marker_.shard;
+  CheckLock();
+  known_ = LoadKnownDamage(dir_);
+  s = ScanSegmentHeaders();
+  if (!s.ok()) {
+    if (s.code() == Code::kCorruption) {
+      Add("duplicate_segment", Severity::kError, 0, std::nullopt, "",
+          std::string(s.message()) +
+              " (move the stale copy away, then run spool-fsck again; not repaired "
+              "automatically)");
+    } else {
+      Operational(s);
+    }
+    return;
+  }
+  // The index before the log: everything it names was durable in the log when it was
+  // flushed, so a writer appending meanwhile cannot make an entry look dangling.
+  OpenIndex();
+  if (!index_readable_) {
+    index_problem_ = Add("index_unreadable", Severity::kError, 0, std::nullopt, "",
+                         index_error_ + " (a repair rebuilds it from the log)");
+  }
+  std::unique_ptr<log::Log> log;
+  s = ScanLog(/*writable=*/false, &log);
+  if (!s.ok()) {
+    if (s.code() == Code::kFailedPrecondition || s.code() == Code::kPermission ||
+        s.code() == Code::kIoError) {
+      Operational(s);
+    } else {
+      Add("log_unreadable", Severity::kError, 0, std::nullopt, "", std::string(s.message()));
+    }
+    return;
+  }
+  log.reset();
+  summary_.checked = true;
+  summary_.segments = recovery_.segments;
+  summary_.free_segments = recovery_.free_segments;
+  summary_.records = recovery_.records;
+  summary_.bytes_scanned = recovery_.bytes;
+  AnalyzeDamage();
+  AnalyzeIndex();
+  for (const auto& [key, e] : indexed_) {
+    ++summary_.messages;
+    if (e.info.state == MessageState::kCorrupt) {
+      ++summary_.quarantined;
+    } else {
+      summary_.live_bytes += Footprint(e);
+    }
+  }
+  if (!repair_) return;
+  if (options_.rebuild_index) {
+    Add("index_rebuilt", Severity::kNote, 0, std::nullopt, "",
+        "the index was rebuilt from the log (--rebuild-index)");
+  }
+  s = Repair();
+  if (!s.ok()) {
+    Add("repair_failed", Severity::kError, 0, std::nullopt, "",
+        "repair stopped: " + s.ToString() + " (run spool-fsck --repair again)");
+  }
+}
+
+// ---- Output ----------------------------------------------------------------------------
+
+std::string_view SeverityName(Severity s) {
+  switch (s) {
+    case Severity::kError:
+      return "error";
+    case Severity::kWarning:
+      return "warning";
+    case Severity::kNote:
+      return "note";
+  }
+  return "error";
+}
+
+constexpr char kHelp[] =
+    R"(Usage: spool-fsck --spool DIR[,DIR...] [--repair] [--rebuild-index] [--json]
+
+Checks the files of a spool: every segment header and record checksum, torn tails,
+the index against the log in both directions, duplicate ids, and what the index keeps
+alive. A check opens the spool read-only and takes no lock: it runs beside the MTA.
+
+  --spool DIR[,DIR...]  every shard of the spool, comma-separated
+  --repair              fix what was found: truncate torn tails, quarantine damaged
+                        messages (state corrupt, see spool-ctl list --state corrupt),
+                        index unindexed records, drop dangling index entries. Needs the
+                        spool to itself (stop the MTA first)
+  --rebuild-index       replace the index with one rebuilt from the log (the old one is
+                        kept as index.old-<time>); implies --repair
+  --json                the report as one JSON object on stdout
+  -h, --help            this text
+
+Exit codes (as fsck(8); they add up):
+  0   no errors
+  1   errors found and corrected
+  4   errors left uncorrected (a check without --repair that found errors)
+  8   operational error: a shard cannot be opened (missing, not a spool, written by a
+      newer format version, I/O error), or the spool is held by another process
+  16  usage error
+)";
+
+std::string JsonOrNull(bool has, uint64_t v) { return has ? std::to_string(v) : "null"; }
+
+}  // namespace
+
+Report Fsck(const FsckOptions& options) {
+  const auto start = std::chrono::steady_clock::now();
+  Report report;
+  report.dirs = options.dirs;
+  report.mode = options.rebuild_index ? "rebuild-index" : options.repair ? "repair" : "check";
+  StatusOr<std::unique_ptr<io::FileSystem>> fs = io::NewFileSystem(io::Backend::kAuto);
+  auto fail = [&](const std::string& dir, const Status& s, std::string kind) {
+    Problem p;
+    p.kind = std::move(kind);
+    p.dir = dir;
+    p.detail = std::string(s.message());
+    report.problems.push_back(std::move(p));
+    report.operational_error = true;
+  };
+  if (!fs.ok()) {
+    fail("", fs.status(), "cannot_open");
+  } else {
+    // A repair needs every shard to itself before it changes any.
+    std::vector<std::unique_ptr<io::FileLock>> locks;
+    bool locked = true;
+    if (options.repair || options.rebuild_index) {
+      const std::string holder = options.lock_holder.empty()
+                                     ? "spool-fsck (pid " + std::to_string(getpid()) + ")"
+                                     : options.lock_holder;
+      for (const std::string& dir : options.dirs) {
+        Marker m;
+        Status s = ReadMarker(fs->get(), dir, &m);
+        if (s.ok()) {
+          StatusOr<std::unique_ptr<io::FileLock>> lock =
+              (*fs)->LockFile(dir + "/" + kLockFile, holder);
+          if (lock.ok()) {
+            locks.push_back(std::move(lock).value());
+            continue;
+          }
+          s = lock.status();
+          fail(dir, s.WithContext("cannot repair"), "locked");
+        } else {
+          fail(dir, s, "cannot_open");
+        }
+        locked = false;
+      }
+    }
+    if (locked) {
+      uint64_t total = 0;
+      for (const std::string& dir : options.dirs) {
+        StatusOr<std::vector<std::string>> names = (*fs)->ListDir(dir + "/" + kLogDir);
+        if (!names.ok()) continue;
+        for (const std::string& n : *names) {
+          struct stat st;
+          uint32_t slot;
+          if (log::ParseSegmentFileName(n, &slot) &&
+              ::stat((dir + "/" + kLogDir + "/" + n).c_str(), &st) == 0) {
+            total += static_cast<uint64_t>(st.st_size);
+          }
+        }
+      }
+      uint64_t base = 0;
+      for (size_t i = 0; i < options.dirs.size(); ++i) {
+        ShardFsck shard(fs->get(), options, options.dirs[i], static_cast<uint32_t>(i), &report,
+                        &base, total);
+        shard.Run();
+        report.shards.push_back(shard.summary());
+        report.bytes_scanned += shard.summary().bytes_scanned;
+      }
+      if (options.progress) options.progress(total, total);
+    }
+  }
+  bool uncorrected = false, corrected = false;
+  for (const Problem& p : report.problems) {
+    if (p.severity != Severity::kError || p.kind == "cannot_open" || p.kind == "locked") continue;
+    (p.corrected ? corrected : uncorrected) = true;
+  }
+  report.exit_code = (corrected ? kExitCorrected : 0) | (uncorrected ? kExitUncorrected : 0) |
+                     (report.operational_error ? kExitOperational : 0);
+  report.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  return report;
+}
+
+std::string ReportJson(const Report& r) {
+  size_t errors = 0, corrected = 0, warnings = 0, notes = 0;
+  for (const Problem& p : r.problems) {
+    if (p.severity == Severity::kError) ++errors;
+    if (p.severity == Severity::kError && p.corrected) ++corrected;
+    if (p.severity == Severity::kWarning) ++warnings;
+    if (p.severity == Severity::kNote) ++notes;
+  }
+  std::string o = "{\"spool\":[";
+  for (size_t i = 0; i < r.dirs.size(); ++i) o += (i ? "," : "") + JsonQuote(r.dirs[i]);
+  o += "],\"mode\":" + JsonQuote(r.mode) + ",\"exit_code\":" + std::to_string(r.exit_code);
+  o += ",\"errors\":" + std::to_string(errors) + ",\"corrected\":" + std::to_string(corrected) +
+       ",\"uncorrected\":" + std::to_string(errors - corrected) +
+       ",\"warnings\":" + std::to_string(warnings) + ",\"notes\":" + std::to_string(notes);
+  char num[64];
+  std::snprintf(num, sizeof(num), "%.3f", r.seconds);
+  o += ",\"bytes_scanned\":" + std::to_string(r.bytes_scanned) + ",\"seconds\":" + num;
+  std::snprintf(num, sizeof(num), "%.1f",
+                r.seconds > 0 ? static_cast<double>(r.bytes_scanned) / 1e6 / r.seconds : 0.0);
+  o += ",\"MB_per_s\":" + std::string(num) + ",\"shards\":[";
+  for (size_t i = 0; i < r.shards.size(); ++i) {
+    const ShardSummary& s = r.shards[i];
+    o += (i ? ",{" : "{");
+    o += "\"dir\":" + JsonQuote(s.dir) + ",\"shard\":" + std::to_string(s.shard) +
+         ",\"checked\":" + (s.checked ? "true" : "false") +
+         ",\"segments\":" + std::to_string(s.segments) +
+         ",\"free_segments\":" + std::to_string(s.free_segments) +
+         ",\"records\":" + std::to_string(s.records) +
+         ",\"bytes_scanned\":" + std::to_string(s.bytes_scanned) +
+         ",\"messages\":" + std::to_string(s.messages) +
+         ",\"quarantined\":" + std::to_string(s.quarantined) +
+         ",\"live_bytes\":" + std::to_string(s.live_bytes) +
+         ",\"segment_bytes\":" + std::to_string(s.segment_bytes) +
+         ",\"checkpoint\":{\"segment\":" + std::to_string(s.checkpoint_segment) +
+         ",\"offset\":" + std::to_string(s.checkpoint_offset) + "}" +
+         ",\"lock\":" + JsonQuote(s.lock) + "}";
+  }
+  o += "],\"problems\":[";
+  for (size_t i = 0; i < r.problems.size(); ++i) {
+    const Problem& p = r.problems[i];
+    o += (i ? ",{" : "{");
+    o += "\"kind\":" + JsonQuote(p.kind) + ",\"severity\":" + JsonQuote(SeverityName(p.severity)) +
+         ",\"shard\":" + std::to_string(p.shard) + ",\"dir\":" + JsonQuote(p.dir) +
+         ",\"segment\":" + JsonOrNull(p.segment != 0, p.segment) +
+         ",\"path\":" + (p.path.empty() ? "null" : JsonQuote(p.path)) +
+         ",\"offset\":" + JsonOrNull(p.has_offset, p.offset) +
+         ",\"id\":" + (p.id.empty() ? "null" : JsonQuote(p.id)) +
+         ",\"detail\":" + JsonQuote(p.detail) +
+         ",\"corrected\":" + (p.corrected ? "true" : "false") +
+         ",\"action\":" + (p.action.empty() ? "null" : JsonQuote(p.action)) + "}";
+  }
+  o += "]}\n";
+  return o;
+}
+
+std::string ReportText(const Report& r) {
+  std::string o;
+  char line[512];
+  for (const ShardSummary& s : r.shards) {
+    if (!s.checked) continue;
+    std::snprintf(
+        line, sizeof(line),
+        "%s (shard %u): %" PRIu64 " segments (%" PRIu64 " free), %" PRIu64
+        " records, %.1f MB scanned; %" PRIu64 " messages (%" PRIu64 " quarantined); lock %s\n",
+        s.dir.c_str(), s.shard, s.segments, s.free_segments, s.records,
+        static_cast<double>(s.bytes_scanned) / 1e6, s.messages, s.quarantined, s.lock.c_str());
+    o += line;
+  }
+  size_t errors = 0, corrected = 0, warnings = 0;
+  for (const Problem& p : r.problems) {
+    if (p.kind == "quarantined" && p.severity == Severity::kNote) continue;  // in the summary
+    std::string where = p.dir;
+    if (p.segment != 0) where += " segment " + std::to_string(p.segment);
+    if (p.has_offset) where += " offset " + std::to_string(p.offset);
+    if (!p.id.empty()) where += " id " + p.id;
+    o += std::string(SeverityName(p.severity)) + " " + p.kind + ": " + where + ": " + p.detail;
+    if (p.corrected) o += " [repaired: " + p.action + "]";
+    o += "\n";
+    if (p.severity == Severity::kError) ++errors;
+    if (p.severity == Severity::kError && p.corrected) ++corrected;
+    if (p.severity == Severity::kWarning) ++warnings;
+  }
+  std::snprintf(line, sizeof(line),
+                "%zu errors (%zu corrected, %zu left), %zu warnings; %.1f MB in %.2f s "
+                "(%.0f MB/s); exit code %d\n",
+                errors, corrected, errors - corrected, warnings,
+                static_cast<double>(r.bytes_scanned) / 1e6, r.seconds,
+                r.seconds > 0 ? static_cast<double>(r.bytes_scanned) / 1e6 / r.seconds : 0.0,
+                r.exit_code);
+  o += line;
+  return o;
+}
+
+namespace {
+
+void PrintError(std::string_view message) {
+  std::string line = std::string(kTool) + ": " + std::string(message) + "\n";
+  std::fwrite(line.data(), 1, line.size(), stderr);
+}
+
+int Usage(std::string_view message) {
+  PrintError(std::string(message) + " (see spool-fsck --help)");
+  return kExitUsage;
+}
+
+// "[#######.............]  35%  712/2048 MB" on one terminal line, redrawn.
+void DrawProgress(uint64_t done, uint64_t total) {
+  constexpr int kWidth = 30;
+  const double f = total == 0 ? 1.0 : std::min(1.0, static_cast<double>(done) / total);
+  char bar[kWidth + 1];
+  const int filled = static_cast<int>(f * kWidth);
+  for (int i = 0; i < kWidth; ++i) bar[i] = i < filled ? '#' : '.';
+  bar[kWidth] = '\0';
+  std::fprintf(stderr, "\r%s: [%s] %3d%%  %" PRIu64 "/%" PRIu64 " MB", kTool, bar,
+               static_cast<int>(f * 100), done >> 20, total >> 20);
+  if (done >= total) std::fprintf(stderr, "\r\033[K");
+  std::fflush(stderr);
+}
+
+}  // namespace
+
+int FsckMain(int argc, char** argv) {
+  FsckOptions options;
+  bool json = false;
+  std::optional<std::string> spool_arg;
+  for (int i = 1; i < argc; ++i) {
+    const std::string a = argv[i];
+    if (a == "-h" || a == "--help") {
+      std::fwrite(kHelp, 1, sizeof(kHelp) - 1, stdout);
+      return std::fflush(stdout) == 0 ? kExitClean : kExitOperational;
+    } else if (a == "--repair") {
+      options.repair = true;
+    } else if (a == "--rebuild-index") {
+      options.rebuild_index = true;
+    } else if (a == "--json") {
+      json = true;
+    } else if (a == "--spool" || a.starts_with("--spool=")) {
+      if (spool_arg) return Usage("--spool given twice");
+      if (a == "--spool") {
+        if (i + 1 >= argc) return Usage("--spool needs a value");
+        spool_arg = argv[++i];
+      } else {
+        spool_arg = a.substr(std::strlen("--spool="));
+      }
+    } else {
+      return Usage("unknown argument '" + a + "'");
+    }
+  }
+  if (!spool_arg) return Usage("--spool DIR[,DIR...] is needed");
+  for (size_t start = 0;;) {
+    const size_t comma = spool_arg->find(',', start);
+    options.dirs.push_back(spool_arg->substr(start, comma - start));
+    if (options.dirs.back().empty())
+      return Usage("empty directory in --spool '" + *spool_arg + "'");
+    if (comma == std::string::npos) break;
+    start = comma + 1;
+  }
+  if (std::set<std::string>(options.dirs.begin(), options.dirs.end()).size() !=
+      options.dirs.size()) {
+    return Usage("a directory is named twice in --spool");
+  }
+  // The library's own log lines would repeat what the report says; errors only.
+  if (std::getenv("SPOOL_LOG_LEVEL") == nullptr) {
+    SetLogSink([](LogLevel level, std::string_view message) {
+      if (level >= LogLevel::kError) PrintError("spool log: " + std::string(message));
+    });
+  }
+  if (::isatty(STDERR_FILENO)) options.progress = DrawProgress;
+  const Report report = Fsck(options);
+  for (const Problem& p : report.problems) {
+    if (p.kind == "cannot_open" || p.kind == "locked") {
+      PrintError((p.dir.empty() ? "" : p.dir + ": ") + p.detail);
+    }
+  }
+  const std::string out = json ? ReportJson(report) : ReportText(report);
+  std::fwrite(out.data(), 1, out.size(), stdout);
+  if (std::fflush(stdout) != 0) {
+    PrintError(std::string("writing to stdout: ") + std::strerror(errno));
+    return report.exit_code | kExitOperational;
+  }
+  return report.exit_code;
+}
+
+}  // namespace spool::fsck

@@ -1,0 +1,3 @@
+#include "fsck/fsck.h"
+
+int main(int argc, char** argv) { return spool::fsck::FsckMain(argc, argv); }
