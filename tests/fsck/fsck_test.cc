@@ -1,0 +1,2 @@
+#include "fsck/fsck.h"
+#include "test_util.h"
