@@ -349,18 +349,36 @@ class FaultTest : public ::testing::Test {
     if (!NeedRoot()) GTEST_SKIP() << "needs root (mount, chown, setuid); run as root"; \
   } while (0)
 
-// Fills `path` with a file of `bytes` allocated bytes (fallocate: no page written).
-bool Ballast(const std::string& path, uint64_t bytes, std::string* why) {
+// Grows a ballast file at `path` (fallocate: no page written) until the filesystem has
+// about `leave` bytes free. Retries when the running spool takes space meanwhile (its
+// pre-formatter creates segments in the background).
+bool FillLeaving(const std::string& path, uint64_t leave, std::string* why) {
   const int fd = open(path.c_str(), O_CREAT | O_WRONLY, 0600);
   if (fd < 0) {
     *why = "create " + path + ": " + ErrnoText(errno);
     return false;
   }
-  const int r = fallocate(fd, 0, 0, static_cast<off_t>(bytes));
-  const int err = errno;
+  const std::string dir = path.substr(0, path.rfind('/'));
+  off_t size = 0;
+  bool ok = false;
+  for (int attempt = 0; attempt < 50 && !ok; ++attempt) {
+    const uint64_t free = FreeBytes(dir);
+    if (free <= leave + (64 << 10)) {
+      ok = true;
+      break;
+    }
+    const off_t grow = static_cast<off_t>(free - leave);
+    if (fallocate(fd, 0, size, grow) == 0) {
+      size += grow;
+      ok = true;
+    } else if (errno != ENOSPC) {
+      *why = "fallocate " + path + ": " + ErrnoText(errno);
+      break;
+    }
+  }
   close(fd);
-  if (r != 0) *why = "fallocate " + path + ": " + ErrnoText(err);
-  return r == 0;
+  if (!ok && why->empty()) *why = "could not fill " + dir + " (space kept changing)";
+  return ok;
 }
 
 // ---- ENOSPC ------------------------------------------------------------------------------
@@ -383,7 +401,7 @@ TEST_F(FaultTest, EnospcConfiguredMinimumGives452AndClearsWhenSpaceReturns) {
 
   const uint64_t free_before = FreeBytes(mnt);
   ASSERT_GT(free_before, uint64_t{24} << 20) << "tmpfs unexpectedly full";
-  ASSERT_TRUE(Ballast(mnt + "/ballast", free_before - (8 << 20), &why)) << why;
+  ASSERT_TRUE(FillLeaving(mnt + "/ballast", 8 << 20, &why)) << why;
   const uint64_t free_now = FreeBytes(mnt);
   ASSERT_LT(free_now, uint64_t{16} << 20);
   ASSERT_GT(free_now, uint64_t{4} << 20) << "the disk itself should still have room";
@@ -428,7 +446,7 @@ TEST_F(FaultTest, EnospcFromFullTmpfsGives452AndRecoversAfterGrow) {
   for (int i = 0; i < 10; ++i) ASSERT_OK(ledger.Enqueue(*spool_, 8 << 10).status());
 
   const uint64_t leave = 256 << 10;
-  ASSERT_TRUE(Ballast(mnt + "/ballast", FreeBytes(mnt) - leave, &why)) << why;
+  ASSERT_TRUE(FillLeaving(mnt + "/ballast", leave, &why)) << why;
 
   std::vector<Status> refusals;
   int consecutive = 0;
