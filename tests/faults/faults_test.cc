@@ -753,6 +753,9 @@ class FuseTest : public FaultTest {
 #endif
   }
 
+  // The EIO scenario below, with the I/O backend `backend`.
+  void EioScenario(const std::string& backend);
+
   // The health of the shard in `dir`.
   Status ShardStatus(const std::string& dir) {
     for (const ShardHealth& s : spool_->GetHealth().shards) {
@@ -768,10 +771,10 @@ class FuseTest : public FaultTest {
 // every read of the shard's files (RocksDB's files excepted, so that the log's handling
 // is what is tested). Proves the I/O-error row and SPEC §2.4: failed enqueues get
 // 451 4.3.0 and never 250, every enqueue that succeeded is intact after reopen, the
-// faulty shard latches (GetHealth: degraded) while the other keeps accepting, a failed
-// or corrupted read is an error and never bytes, and the shard recovers once the fault is
-// switched off.
-TEST_F(FuseTest, EioLatchesOneShardOthersServeAndNothingAcknowledgedIsLost) {
+// faulty shard latches (GetHealth: degraded) and the re-probe keeps it latched while the
+// fault lasts, the other shard keeps accepting, a failed read is an error and never bytes,
+// and the shard recovers by itself once the fault is switched off.
+void FuseTest::EioScenario(const std::string& backend) {
   const std::string fuse_dir = fuse_mount_ + "/shard";
   const std::string disk_dir = tmp_.Sub("disk/shard");
   {
@@ -783,7 +786,7 @@ TEST_F(FuseTest, EioLatchesOneShardOthersServeAndNothingAcknowledgedIsLost) {
     unlink((fuse_mount_ + "/odirect").c_str());
   }
   Options o = SmallOptions({fuse_dir, disk_dir});
-  o.io_backend = "posix";
+  o.io_backend = backend;
   o.direct_io = false;
   ASSERT_OK(OpenSpool(o));
   Ledger ledger(testing::TestSeed(5));
@@ -812,7 +815,8 @@ TEST_F(FuseTest, EioLatchesOneShardOthersServeAndNothingAcknowledgedIsLost) {
       EXPECT_EQ(s.code(), Code::kIoError) << s.ToString();
       EXPECT_TRUE(HasReply(s, 451, "4.3.0"));
     }
-    Info("%s: %zu of 20 enqueues failed; first: %s\n", command.c_str(), failures.size(),
+    Info("%s, %s: %zu of 20 enqueues failed (%lld bytes dropped); first: %s\n", backend.c_str(),
+         command.c_str(), failures.size(), Counter("dropped_bytes"),
          failures.front().ToString().c_str());
     // The shard latched; the spool is degraded and keeps accepting on the other shard.
     const Health h = spool_->GetHealth();
@@ -895,6 +899,13 @@ TEST_F(FuseTest, EioLatchesOneShardOthersServeAndNothingAcknowledgedIsLost) {
   ExpectIntact(*spool_, ledger, "after reopen");
   EXPECT_EQ(spool_->GetHealth().state, HealthState::kHealthy);
 }
+
+TEST_F(FuseTest, EioLatchesOneShardOthersServeAndNothingAcknowledgedIsLost) {
+  EioScenario("posix");
+}
+
+// The same through io_uring: writes and syncs are io_uring requests that FUSE serves.
+TEST_F(FuseTest, EioThroughIoUringLatchesOneShardOthersServe) { EioScenario("io_uring"); }
 
 // Real fault: every read of the log files on the FUSE shard returns its bytes with one
 // byte inverted (corruption on the read path: a bad cable, controller or RAM; the stored
