@@ -152,6 +152,10 @@ Status Index::Write(Batch& batch) {
     if (batch.checkpoint_) overlay_checkpoint_ = batch.checkpoint_;
     return Status::Ok();
   }
+  {
+    MutexLock l(&overlay_mu_);
+    SPOOL_RETURN_IF_ERROR(fail_writes_);
+  }
   if (batch.checkpoint_) {
     batch.batch_->Put(handles_[kMeta], kCheckpointKey, EncodeCheckpoint(*batch.checkpoint_));
   }
@@ -284,6 +288,21 @@ Status Index::Flush() {
 Status Index::BackgroundError() const {
   MutexLock l(&listener_->mu);
   return listener_->status;
+}
+
+void Index::FailWritesForTest(Status status) {
+  MutexLock l(&overlay_mu_);
+  fail_writes_ = std::move(status);
+}
+
+Status Index::Resume() {
+  if (read_only_) return Status::Ok();
+  Status s = FromRocks(db_->Resume(), "index resume");
+  if (s.ok()) {
+    MutexLock l(&listener_->mu);
+    listener_->status = Status::Ok();
+  }
+  return s;
 }
 
 }  // namespace spool::index

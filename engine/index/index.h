@@ -89,6 +89,12 @@ class Index {
 
   // A RocksDB background error (failed flush or compaction), or OK.
   Status BackgroundError() const;
+  // Asks RocksDB to resume after a background error (the cause is gone: space freed, the
+  // disk writable again). OK once the database accepts writes again.
+  Status Resume();
+  // Tests only: every later Write fails with `status` (OK: writes work again), as when
+  // RocksDB is in a background-error state.
+  void FailWritesForTest(Status status);
 
   bool read_only() const { return read_only_; }
 
@@ -105,6 +111,7 @@ class Index {
   mutable Mutex overlay_mu_;
   std::map<std::string, std::optional<IndexEntry>> overlay_ ABSL_GUARDED_BY(overlay_mu_);
   std::optional<log::Location> overlay_checkpoint_ ABSL_GUARDED_BY(overlay_mu_);
+  Status fail_writes_ ABSL_GUARDED_BY(overlay_mu_);  // FailWritesForTest
 };
 
 // The schedule key of an entry ("" if the entry is not scheduled: held or corrupt).

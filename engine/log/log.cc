@@ -639,6 +639,32 @@ Status Log::Recycle(uint64_t seq) {
   return Status::Ok();
 }
 
+Status Log::ScanRange(const Location& from, const Location& to, const RecoveryVisitor& visitor,
+                      std::vector<Damage>* damage) {
+  std::vector<std::pair<Segment*, uint64_t>> range;  // segment, scan limit
+  {
+    MutexLock l(&mu_);
+    for (auto& s : segments_) {
+      if (s->seq < from.segment || s->seq > to.segment) continue;
+      if (s->state != Segment::State::kSealed && s->state != Segment::State::kActive) continue;
+      range.emplace_back(s.get(), s->seq == to.segment ? std::min(to.offset, s->end) : s->end);
+    }
+  }
+  std::sort(range.begin(), range.end(),
+            [](const auto& a, const auto& b) { return a.first->seq < b.first->seq; });
+  for (auto& [seg, limit] : range) {
+    RecoveryReport report;
+    uint64_t scanned_end = 0, last_batch = 0;
+    std::vector<Record> unused;
+    SPOOL_RETURN_IF_ERROR(
+        ScanSegment(*seg, limit, true, from, visitor, &report, &scanned_end, &last_batch, &unused));
+    if (damage != nullptr) {
+      damage->insert(damage->end(), report.damage.begin(), report.damage.end());
+    }
+  }
+  return Status::Ok();
+}
+
 Status Log::ScanSealed(uint64_t seq, const RecoveryVisitor& visitor, std::vector<Damage>* damage) {
   Segment* seg = nullptr;
   uint64_t end = 0;

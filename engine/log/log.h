@@ -210,6 +210,12 @@ class Log {
   // Reads the records of sealed segment `seq` in order, verifying each, for reclamation
   // and scrubbing. Damage is reported in *damage (may be null) and skipped.
   Status ScanSealed(uint64_t seq, const RecoveryVisitor& visitor, std::vector<Damage>* damage);
+  // Reads the records in [from, to) in log order, verifying each: the sealed segments and
+  // the active one up to `to`. For catching the index up with the log after an index
+  // fault. REQUIRES: `to` is durable (a position the durable hook has passed) and no
+  // segment in the range is recycled meanwhile. Damage is reported in *damage and skipped.
+  Status ScanRange(const Location& from, const Location& to, const RecoveryVisitor& visitor,
+                   std::vector<Damage>* damage);
 
   // Sequence numbers of the segments that hold data, oldest first, and the active one.
   std::vector<uint64_t> LiveSegments() const;

@@ -19,6 +19,10 @@ StatusOr<std::unique_ptr<Spool>> OpenWithFileSystem(const Options& options, io::
 // last checkpoint.
 void CloseAsIfCrashed(std::unique_ptr<Spool> spool);
 
+// Makes every later index write of shard `shard` (its position in options.dirs) fail with
+// `status`, or work again with OK: an index failure without a real disk fault.
+void FailIndexWritesForTest(Spool* spool, size_t shard, Status status);
+
 }  // namespace spool::internal
 
 #endif  // SPOOL_SPOOL_INTERNAL_H_

@@ -433,6 +433,16 @@ std::string FormatPrometheus(const Metrics& m) {
   p.Single("spool_relocated_bytes_total", "counter",
            "Live bytes copied forward by reclamation since the spool was opened.",
            s.relocated_bytes);
+  p.Single("spool_faults_total", "counter",
+           "Shard faults latched (disk errors, full disk, index errors) since open.", s.faults);
+  p.Single("spool_fault_recoveries_total", "counter",
+           "Latched shard faults cleared by a passing re-probe since open.", s.recoveries);
+  p.Single("spool_scrubbed_bytes_total", "counter",
+           "Bytes of sealed segments re-verified by the scrubber since open.", s.scrubbed_bytes);
+  p.Single("spool_corrupt_records_total", "counter",
+           "Damaged records found by reads and the scrubber since open.", s.corrupt_found);
+  p.Single("spool_quarantined_total", "counter", "Messages quarantined (state corrupt) since open.",
+           s.quarantined);
   // The library keeps percentiles, not buckets: a summary without _sum and _count.
   p.Family("spool_fsync_latency_seconds", "summary",
            "Latency of the durable write and sync of a commit batch.");
@@ -509,6 +519,11 @@ std::string FormatStatsJson(const Metrics& m) {
     j.Key("sync_p999_us").Uint(s.sync_p999_us);
     j.Key("mean_batch_records").Double(s.mean_batch_records);
     j.Key("mean_batch_bytes").Double(s.mean_batch_bytes);
+    j.Key("faults").Uint(s.faults);
+    j.Key("recoveries").Uint(s.recoveries);
+    j.Key("scrubbed_bytes").Uint(s.scrubbed_bytes);
+    j.Key("corrupt_found").Uint(s.corrupt_found);
+    j.Key("quarantined").Uint(s.quarantined);
     j.Key("health").BeginObject();
     j.Key("state").String(HealthStateName(m.health.state));
     j.Key("status").String(m.health.status.ToString());

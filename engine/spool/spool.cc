@@ -24,6 +24,7 @@
 #include "spool/codec.h"
 #include "spool/internal.h"
 #include "spool/logging.h"
+#include "spool/smtp_reply.h"
 #include "util/mutex.h"
 
 namespace spool {
@@ -63,6 +64,8 @@ constexpr char kMarkerFile[] = "SPOOL";
 constexpr char kLockFile[] = "LOCK";
 constexpr char kLogDir[] = "log";
 constexpr char kIndexDir[] = "index";
+// Written, synced and removed by the re-probe of a shard with a latched fault.
+constexpr char kProbeFile[] = "PROBE";
 constexpr int kMarkerVersion = 1;
 // The largest commit group: 8 MiB, or a quarter of a small segment.
 uint64_t BatchCapacity(uint64_t segment_size) {
@@ -130,8 +133,17 @@ struct Shard {
   std::unique_ptr<log::Log> log;
   std::unique_ptr<index::Index> index;
 
+  // Held by the durable hook while it indexes a batch, and by the index catch-up after an
+  // index fault, so that the two never interleave.
+  Mutex hook_mu;
+  // The end of the last record the durable hook has seen.
+  log::Location hooked_end ABSL_GUARDED_BY(hook_mu);
+
   Mutex mu;
-  Status index_fault ABSL_GUARDED_BY(mu);  // a failed index write: the shard refuses
+  // A failed index write: the shard refuses new mail and stops writing the index (so its
+  // checkpoint stays before every record it missed) until a re-probe passes and the index
+  // has caught up with the log.
+  Status index_fault ABSL_GUARDED_BY(mu);
   bool dirty ABSL_GUARDED_BY(mu) = false;  // index written since the last flush
   // Records indexed since the last flush: a flush is due early past kFlushRecords, to
   // bound the log that an open after a crash replays.
@@ -141,6 +153,14 @@ struct Shard {
   // Used by the shard's maintenance thread only.
   uint64_t kept_segment = 0;
   std::chrono::steady_clock::time_point kept_at;
+  // Failure handling, by the maintenance thread only: the fault seen in the last round
+  // (each fault is logged once), when it began, the next re-probe and its last result.
+  Status seen_fault;
+  std::chrono::steady_clock::time_point fault_since, next_probe;
+  Status last_probe;
+  // The scrubber: the next sealed segment to verify and when.
+  uint64_t scrub_next = 0;
+  std::chrono::steady_clock::time_point scrub_at;
 
   // Segments holding chunks of streamed messages not yet committed: the index does not
   // know them yet, so reclamation must leave these segments alone.
@@ -189,6 +209,9 @@ class SpoolImpl : public Spool {
   Status Init();
   // As after a crash: the index is not flushed at close.
   void SetCrashOnClose() { crash_on_close_ = true; }
+  void FailIndexWritesForTest(size_t shard, Status status) {
+    shards_.at(shard)->index->FailWritesForTest(std::move(status));
+  }
   uint64_t inline_limit() const { return inline_limit_; }
   uint64_t stream_chunk_size() const { return stream_chunk_size_; }
 
@@ -221,6 +244,7 @@ class SpoolImpl : public Spool {
   void AppendMessage(Shard& shard, const MessageInfo& info, std::string_view body,
                      EnqueueCallback done);
   Status CheckNewMessage(const Envelope& envelope, uint64_t size) const;
+  Status ChunkAdmission(Shard& shard, uint64_t size) { return ShardAdmission(shard, size); }
 
  private:
   Status OpenShard(const std::string& dir, uint32_t ordinal, uint64_t* spool_id);
@@ -232,6 +256,24 @@ class SpoolImpl : public Spool {
                 std::map<std::string, std::optional<IndexEntry>>* pending);
   void OnDurable(Shard& shard, std::span<const log::CommittedRecord> records);
   Status ShardAdmission(Shard& shard, uint64_t expected_size);
+  // A latched fault of the shard (log, index, RocksDB background error), or OK.
+  Status LatchedFault(Shard& shard);
+  // The same as the status to answer with (an I/O error latched: kUnavailable).
+  Status ShardFault(Shard& shard);
+  // Refuses changes to a shard whose index missed records: they would be based on stale
+  // entries.
+  Status IndexHealth(Shard& shard);
+  // The background re-probe: logs a new fault, and clears it once a write + sync of a probe
+  // file passes and there is space again.
+  void Reprobe(Shard& shard);
+  Status ProbeDisk(Shard& shard);
+  // After an index fault: replays the log records the index missed.
+  Status CatchUpIndex(Shard& shard);
+  // The scrubber: verifies the next sealed segment if its turn has come.
+  void Scrub(Shard& shard);
+  // Puts the message(s) whose record `damage` hit in state kCorrupt.
+  void QuarantineDamage(Shard& shard, const log::Damage& damage);
+  void Quarantine(const MessageId& id, const std::string& why);
   StatusOr<Shard*> PickShard(uint64_t expected_size);
   StatusOr<Shard*> ShardOf(const MessageId& id);
   MessageInfo NewMessage(const Envelope& envelope, uint64_t size, uint32_t shard);
@@ -266,6 +308,8 @@ class SpoolImpl : public Spool {
   std::atomic<uint32_t> next_shard_{0};
 
   std::atomic<uint64_t> enqueued_{0}, removed_{0}, reclaimed_{0}, relocated_bytes_{0};
+  std::atomic<uint64_t> faults_{0}, recoveries_{0}, scrubbed_bytes_{0}, corrupt_found_{0},
+      quarantined_{0};
 
   Mutex mu_;
   bool closing_ ABSL_GUARDED_BY(mu_) = false;
@@ -568,6 +612,7 @@ SpoolImpl::~SpoolImpl() {
 // ---- The durable hook ----------------------------------------------------------------------
 
 void SpoolImpl::OnDurable(Shard& shard, std::span<const log::CommittedRecord> records) {
+  MutexLock hook(&shard.hook_mu);
   index::Index::Batch batch(*shard.index);
   for (const log::CommittedRecord& r : records) {
     auto* op = static_cast<IndexOp*>(r.context);
@@ -595,14 +640,22 @@ void SpoolImpl::OnDurable(Shard& shard, std::span<const log::CommittedRecord> re
     }
   }
   const log::Location& last = records.back().location;
-  batch.SetCheckpoint({last.segment, last.offset + last.size, 0});
+  shard.hooked_end = {last.segment, last.offset + last.size, 0};
+  batch.SetCheckpoint(shard.hooked_end);
   shard.unflushed_records.fetch_add(records.size());
-  Status s = shard.index->Write(batch);
+  bool behind;
+  {
+    MutexLock l(&shard.mu);
+    behind = !shard.index_fault.ok();
+  }
+  // Once a write failed, later batches are left to the catch-up too: the checkpoint must
+  // stay before the first record the index missed.
+  Status s = behind ? Status::Ok() : shard.index->Write(batch);
   MutexLock l(&shard.mu);
   shard.dirty = true;
   if (!s.ok() && shard.index_fault.ok()) {
-    // The records are durable in the log; the index will be rebuilt from it at the next
-    // open. Until then the shard takes no new mail.
+    // The records are durable in the log: the index catches up from it once a re-probe
+    // passes (or at the next open). Until then the shard takes no new mail.
     shard.index_fault = s;
     Log(LogLevel::kError,
         shard.dir + ": index write failed, shard refuses new mail: " + s.ToString());
@@ -633,13 +686,32 @@ MessageInfo SpoolImpl::NewMessage(const Envelope& envelope, uint64_t size, uint3
   return info;
 }
 
+Status SpoolImpl::LatchedFault(Shard& shard) {
+  Status s = shard.log->health();
+  if (s.ok()) s = IndexHealth(shard);
+  if (s.ok()) s = shard.index->BackgroundError();
+  return s;
+}
+
+Status SpoolImpl::ShardFault(Shard& shard) {
+  Status s = LatchedFault(shard);
+  if (s.ok()) return s;
+  // A full disk and a permission or read-only fault keep their own replies (452, 451
+  // 4.3.5): they tell the sender and the operator what is wrong. After an I/O error the
+  // operation that met it got 451 4.3.0; until a re-probe passes the shard is not serving
+  // (421 4.3.2, SPEC §3 "latched unhealthy").
+  if (s.code() == Code::kStorageFull || s.code() == Code::kPermission) return s;
+  return UnavailableError(shard.dir + " is latched unhealthy until a re-probe passes (" +
+                          s.ToString() + ")");
+}
+
+Status SpoolImpl::IndexHealth(Shard& shard) {
+  MutexLock l(&shard.mu);
+  return shard.index_fault;
+}
+
 Status SpoolImpl::ShardAdmission(Shard& shard, uint64_t expected_size) {
-  SPOOL_RETURN_IF_ERROR(shard.log->health());
-  {
-    MutexLock l(&shard.mu);
-    SPOOL_RETURN_IF_ERROR(shard.index_fault);
-  }
-  SPOOL_RETURN_IF_ERROR(shard.index->BackgroundError());
+  SPOOL_RETURN_IF_ERROR(ShardFault(shard));
   SPOOL_ASSIGN_OR_RETURN(io::SpaceInfo space, fs_->GetSpace(shard.dir));
   if (space.bytes_free < options_.min_free_bytes + expected_size) {
     return StorageFullError(shard.dir + ": " + std::to_string(space.bytes_free >> 20) +
@@ -843,7 +915,10 @@ Status BodyWriterImpl::Append(std::string_view piece) {
   size_t off = 0;
   while (pending_.size() - off >= chunk &&
          (info_.size > spool_->inline_limit() || !chunks_.empty())) {
-    Status s = WriteChunk(std::string_view(pending_).substr(off, chunk));
+    // Admission holds while the body arrives, not only at its start: a disk that fills
+    // up or fails meanwhile ends the message with the reply for it.
+    Status s = spool_->ChunkAdmission(*shard_, chunk);
+    if (s.ok()) s = WriteChunk(std::string_view(pending_).substr(off, chunk));
     if (!s.ok()) {
       done_ = true;
       return s;
@@ -886,7 +961,11 @@ StatusOr<MessageId> SpoolImpl::CommitChunked(Shard& shard, MessageInfo info,
 
 StatusOr<IndexEntry> SpoolImpl::Lookup(Shard& shard, const MessageId& id) {
   SPOOL_ASSIGN_OR_RETURN(std::optional<IndexEntry> e, shard.index->Get(id));
-  if (!e) return NotFoundError("no message " + id.ToString());
+  if (!e) {
+    // A message acknowledged while the index was failing is in the log, not yet here.
+    SPOOL_RETURN_IF_ERROR(IndexHealth(shard).WithContext("message " + id.ToString()));
+    return NotFoundError("no message " + id.ToString());
+  }
   return std::move(*e);
 }
 
@@ -894,6 +973,7 @@ Status SpoolImpl::ChangeState(const MessageId& id,
                               const std::function<Status(MessageInfo* info)>& change) {
   SPOOL_RETURN_IF_ERROR(WritableCheck());
   SPOOL_ASSIGN_OR_RETURN(Shard * shard, ShardOf(id));
+  SPOOL_RETURN_IF_ERROR(IndexHealth(*shard));
   MutexLock stripe(&StripeOf(id));
   SPOOL_ASSIGN_OR_RETURN(IndexEntry old, Lookup(*shard, id));
   IndexOp op;
@@ -962,6 +1042,7 @@ Status SpoolImpl::Requeue(const MessageId& id) {
 Status SpoolImpl::Remove(const MessageId& id) {
   SPOOL_RETURN_IF_ERROR(WritableCheck());
   SPOOL_ASSIGN_OR_RETURN(Shard * shard, ShardOf(id));
+  SPOOL_RETURN_IF_ERROR(IndexHealth(*shard));
   MutexLock stripe(&StripeOf(id));
   SPOOL_ASSIGN_OR_RETURN(IndexEntry old, Lookup(*shard, id));
   IndexOp op;
@@ -1033,6 +1114,8 @@ Status SpoolImpl::ReadBodyStream(const MessageId& id,
     if (attempt < 3 && again.ok() && again->main != e.main) continue;
     if (failed.code() == Code::kNotFound || failed.code() == Code::kCorruption) {
       Log(LogLevel::kError, "message " + id.ToString() + ": " + failed.ToString());
+      corrupt_found_.fetch_add(1);
+      if (!options_.read_only) Quarantine(id, std::string(failed.message()));
       return CorruptionError("message " + id.ToString() + ": stored bytes are damaged (" +
                              std::string(failed.message()) + ")");
     }
@@ -1088,25 +1171,30 @@ Status SpoolImpl::Admission(uint64_t expected_size) {
 Health SpoolImpl::GetHealth() {
   Health h;
   size_t bad = 0;
+  Status first;
   for (auto& shard : shards_) {
     Status s = options_.read_only ? Status::Ok() : ShardAdmission(*shard, 0);
     if (!s.ok()) {
       ++bad;
-      if (h.status.ok()) h.status = s;
+      if (first.ok()) first = s;
     }
     h.shards.push_back({shard->dir, s});
   }
+  bool closing;
   {
     MutexLock l(&mu_);
-    if (closing_) h.status = UnavailableError("the spool is closing");
+    closing = closing_;
   }
-  if (bad == 0 && h.status.ok()) {
+  if (closing) {
+    h.state = HealthState::kRefusing;
+    h.status = UnavailableError("the spool is closing");
+  } else if (bad == 0) {
     h.state = HealthState::kHealthy;
-  } else if (bad < shards_.size() && h.status.code() != Code::kUnavailable) {
-    h.state = HealthState::kDegraded;
-    h.status = Status::Ok();
+  } else if (bad < shards_.size()) {
+    h.state = HealthState::kDegraded;  // some shards refuse; the others accept
   } else {
     h.state = HealthState::kRefusing;
+    h.status = first;
   }
   return h;
 }
@@ -1144,6 +1232,11 @@ Stats SpoolImpl::GetStats() {
   st.removed = removed_.load();
   st.reclaimed_segments = reclaimed_.load();
   st.relocated_bytes = relocated_bytes_.load();
+  st.faults = faults_.load();
+  st.recoveries = recoveries_.load();
+  st.scrubbed_bytes = scrubbed_bytes_.load();
+  st.corrupt_found = corrupt_found_.load();
+  st.quarantined = quarantined_.load();
   st.sync_p50_us = sync.Percentile(0.5);
   st.sync_p99_us = sync.Percentile(0.99);
   st.sync_p999_us = sync.Percentile(0.999);
@@ -1188,6 +1281,9 @@ void SpoolImpl::MaintenanceLoop(Shard* shard) {
       mu_.AwaitWithTimeout(absl::Condition(&stop), absl::Milliseconds(100));
       if (closing_) return;
     }
+    Reprobe(*shard);
+    if (!LatchedFault(*shard).ok()) continue;  // no flushes or relocation until it recovers
+    Scrub(*shard);
     const auto now = std::chrono::steady_clock::now();
     if (now - last_flush >= std::chrono::milliseconds(options_.checkpoint_interval_ms) ||
         shard->unflushed_records.load() >= kFlushRecords) {
@@ -1212,6 +1308,190 @@ void SpoolImpl::MaintenanceLoop(Shard* shard) {
       }
       if (!reclaimed.ok() || !*reclaimed) break;
     }
+  }
+}
+
+// ---- Failure handling: re-probe and scrubbing ----------------------------------------------
+
+void SpoolImpl::Reprobe(Shard& shard) {
+  const Status fault = LatchedFault(shard);
+  const auto now = std::chrono::steady_clock::now();
+  if (fault.ok()) {
+    shard.seen_fault = Status::Ok();
+    return;
+  }
+  if (shard.seen_fault.ok()) {
+    faults_.fetch_add(1);
+    shard.seen_fault = fault;
+    shard.fault_since = now;
+    shard.next_probe = now + std::chrono::milliseconds(options_.reprobe_interval_ms);
+    shard.last_probe = Status::Ok();
+    Log(LogLevel::kError, shard.dir + ": shard refuses new mail (" +
+                              SmtpReplyFor(ShardFault(shard)).ToString() +
+                              "): " + fault.ToString() + "; re-probing the disk every " +
+                              std::to_string(options_.reprobe_interval_ms) + " ms");
+    return;
+  }
+  if (now < shard.next_probe) return;
+  shard.next_probe = now + std::chrono::milliseconds(options_.reprobe_interval_ms);
+  Status probe = ProbeDisk(shard);
+  // Cause gone: resume RocksDB, catch the index up with the log, clear the log's latch.
+  if (probe.ok() && !shard.index->BackgroundError().ok()) probe = shard.index->Resume();
+  if (probe.ok()) probe = CatchUpIndex(shard);
+  if (!probe.ok()) {
+    if (probe.ToString() != shard.last_probe.ToString()) {
+      Log(LogLevel::kWarning, shard.dir + ": re-probe: " + probe.ToString());
+    }
+    shard.last_probe = probe;
+    return;
+  }
+  shard.log->ClearFault();
+  recoveries_.fetch_add(1);
+  const auto secs = std::chrono::duration_cast<std::chrono::seconds>(now - shard.fault_since);
+  Log(LogLevel::kInfo, shard.dir + ": re-probe passed after " + std::to_string(secs.count()) +
+                           " s: the shard accepts mail again (the fault was: " + fault.ToString() +
+                           ")");
+  shard.seen_fault = Status::Ok();
+}
+
+Status SpoolImpl::ProbeDisk(Shard& shard) {
+  const std::string path = shard.dir + "/" + kProbeFile;
+  {
+    SPOOL_ASSIGN_OR_RETURN(std::unique_ptr<io::File> f,
+                           fs_->Open(path, io::OpenOptions{.create = true}));
+    const std::string block(log::kBlockSize, 'p');
+    io::WriteOp op{0, block.data(), block.size()};
+    SPOOL_RETURN_IF_ERROR(fs_->WriteBatch(*f, {&op, 1}, io::Sync::kData));
+  }
+  SPOOL_RETURN_IF_ERROR(fs_->Unlink(path));
+  SPOOL_ASSIGN_OR_RETURN(io::SpaceInfo space, fs_->GetSpace(shard.dir));
+  if (space.bytes_free < options_.min_free_bytes) {
+    return StorageFullError(shard.dir + ": " + std::to_string(space.bytes_free >> 20) +
+                            " MiB free, under the minimum of " +
+                            std::to_string(options_.min_free_bytes >> 20) + " MiB");
+  }
+  return Status::Ok();
+}
+
+Status SpoolImpl::CatchUpIndex(Shard& shard) {
+  if (IndexHealth(shard).ok()) return Status::Ok();
+  // The durable hook waits meanwhile: the log's records reach the index in order.
+  MutexLock hook(&shard.hook_mu);
+  SPOOL_ASSIGN_OR_RETURN(log::Location from, shard.index->Checkpoint());
+  const log::Location to = shard.hooked_end;
+  auto batch = std::make_unique<index::Index::Batch>(*shard.index);
+  std::map<std::string, std::optional<IndexEntry>> pending;
+  uint64_t records = 0;
+  std::vector<log::Damage> damage;
+  SPOOL_RETURN_IF_ERROR(shard.log->ScanRange(
+      from, to,
+      [&](const log::Record& r) -> Status {
+        SPOOL_RETURN_IF_ERROR(Replay(shard, r, batch.get(), &pending));
+        ++records;
+        if (pending.size() < kReplayBatchOps) return Status::Ok();
+        batch->SetCheckpoint({r.location.segment, r.location.offset + r.location.size, 0});
+        SPOOL_RETURN_IF_ERROR(shard.index->Write(*batch));
+        batch = std::make_unique<index::Index::Batch>(*shard.index);
+        pending.clear();
+        return Status::Ok();
+      },
+      &damage));
+  if (to.segment != 0) batch->SetCheckpoint(to);
+  SPOOL_RETURN_IF_ERROR(shard.index->Write(*batch));
+  for (const log::Damage& d : damage) {
+    corrupt_found_.fetch_add(1);
+    Log(LogLevel::kError, shard.dir + ": " + d.kind + " in segment " + std::to_string(d.segment) +
+                              " at offset " + std::to_string(d.offset) + ": " + d.detail +
+                              " (run spool-fsck)");
+  }
+  MutexLock l(&shard.mu);
+  Log(LogLevel::kInfo, shard.dir + ": the index caught up with " + std::to_string(records) +
+                           " log records written while it was failing (" +
+                           shard.index_fault.ToString() + ")");
+  shard.index_fault = Status::Ok();
+  return Status::Ok();
+}
+
+void SpoolImpl::Scrub(Shard& shard) {
+  if (options_.scrub_bytes_per_sec == 0) return;
+  const auto now = std::chrono::steady_clock::now();
+  if (now < shard.scrub_at) return;
+  const std::vector<uint64_t> live = shard.log->LiveSegments();
+  const uint64_t active = shard.log->ActiveSegment();
+  uint64_t seq = 0;
+  for (int pass = 0; pass < 2 && seq == 0; ++pass) {
+    for (uint64_t s : live) {
+      if (s != active && s >= shard.scrub_next) {
+        seq = s;
+        break;
+      }
+    }
+    if (seq == 0) shard.scrub_next = 0;  // a full pass done: start over
+  }
+  if (seq == 0) return;
+  std::vector<log::Damage> damage;
+  Status s = shard.log->ScanSealed(seq, {}, &damage);
+  shard.scrub_next = seq + 1;
+  const uint64_t bytes = shard.segment_size;
+  shard.scrub_at = now + std::chrono::microseconds(bytes * 1000000 / options_.scrub_bytes_per_sec);
+  if (!s.ok()) {
+    // Reclaimed meanwhile, or unreadable: a read error is a disk fault the writes will
+    // meet too; log it and go on.
+    if (s.code() != Code::kInvalidArgument) {
+      Log(LogLevel::kWarning,
+          shard.dir + ": scrubbing segment " + std::to_string(seq) + ": " + s.ToString());
+    }
+    return;
+  }
+  scrubbed_bytes_.fetch_add(bytes);
+  for (const log::Damage& d : damage) {
+    corrupt_found_.fetch_add(1);
+    Log(LogLevel::kError, shard.dir + ": scrubber: " + d.kind + " in segment " +
+                              std::to_string(d.segment) + " at offset " + std::to_string(d.offset) +
+                              ": " + d.detail);
+    QuarantineDamage(shard, d);
+  }
+}
+
+void SpoolImpl::QuarantineDamage(Shard& shard, const log::Damage& d) {
+  auto covers = [&](const log::Location& loc) {
+    return loc.segment == d.segment && loc.offset <= d.offset && d.offset < loc.offset + loc.size;
+  };
+  auto hit = [&](const IndexEntry& e) {
+    if (covers(e.main) || (e.state.segment != 0 && covers(e.state))) return true;
+    return std::any_of(e.chunks.begin(), e.chunks.end(), covers);
+  };
+  std::vector<MessageId> ids;
+  if (d.id.hi != 0 || d.id.lo != 0) {
+    const MessageId id(d.id.hi, d.id.lo);
+    StatusOr<std::optional<IndexEntry>> e = shard.index->Get(id);
+    if (e.ok() && e->has_value() && hit(**e)) ids.push_back(id);
+  } else {
+    // The header is damaged too, so the id is unknown: find who points there.
+    shard.index
+        ->ForEach([&](const MessageId& id, const IndexEntry& e) {
+          if (hit(e)) ids.push_back(id);
+          return true;
+        })
+        .IgnoreError();  // best effort; spool-fsck finds the rest
+  }
+  for (const MessageId& id : ids) Quarantine(id, d.kind + ": " + d.detail);
+}
+
+void SpoolImpl::Quarantine(const MessageId& id, const std::string& why) {
+  bool changed = false;
+  Status s = ChangeState(id, [&](MessageInfo* info) {
+    changed = info->state != MessageState::kCorrupt;
+    info->state = MessageState::kCorrupt;
+    return Status::Ok();
+  });
+  if (s.ok() && changed) {
+    quarantined_.fetch_add(1);
+    Log(LogLevel::kError, "message " + id.ToString() + " quarantined as corrupt (" + why +
+                              "); spool-ctl show/delete it, spool-fsck reports it");
+  } else if (!s.ok()) {
+    Log(LogLevel::kWarning,
+        "message " + id.ToString() + ": could not quarantine it: " + s.ToString());
   }
 }
 
@@ -1371,6 +1651,10 @@ StatusOr<std::unique_ptr<Spool>> OpenWithFileSystem(const Options& options, io::
 void CloseAsIfCrashed(std::unique_ptr<Spool> spool) {
   static_cast<SpoolImpl*>(spool.get())->SetCrashOnClose();
   spool.reset();
+}
+
+void FailIndexWritesForTest(Spool* spool, size_t shard, Status status) {
+  static_cast<SpoolImpl*>(spool)->FailIndexWritesForTest(shard, std::move(status));
 }
 
 }  // namespace internal

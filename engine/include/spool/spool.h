@@ -66,6 +66,14 @@ struct Options {
   int64_t checkpoint_interval_ms = 2000;
   // Background reclamation of segments whose messages are gone.
   bool reclaim = true;
+  // A shard whose disk failed (a latched log or index fault) is re-probed this often: a
+  // write + sync of a probe file and a free-space check. When the probe passes, the shard
+  // clears its fault and accepts again by itself (SPEC §3).
+  int64_t reprobe_interval_ms = 1000;
+  // The scrubber re-reads sealed segments in turn and verifies every checksum, at most
+  // this many bytes per second per shard (0: off). A damaged message is quarantined
+  // (state kCorrupt) and logged with its id.
+  uint64_t scrub_bytes_per_sec = 8ull << 20;
   // Text written into each shard's lock file, naming this process to a second opener.
   // Empty: "pid <pid>".
   std::string lock_holder;
@@ -145,6 +153,12 @@ struct Stats {
   uint64_t sync_p50_us = 0, sync_p99_us = 0, sync_p999_us = 0;
   double mean_batch_records = 0;
   double mean_batch_bytes = 0;
+  // Failure handling, since open.
+  uint64_t faults = 0;          // shard faults latched (disk errors, full disk, index errors)
+  uint64_t recoveries = 0;      // latched faults cleared by a passing re-probe
+  uint64_t scrubbed_bytes = 0;  // bytes re-verified by the scrubber
+  uint64_t corrupt_found = 0;   // damaged records found by reads and the scrubber
+  uint64_t quarantined = 0;     // messages put in state kCorrupt
 };
 
 using EnqueueCallback = std::function<void(const StatusOr<MessageId>& id)>;
