@@ -8,6 +8,7 @@
 
 #include <ftw.h>
 #include <poll.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -702,6 +703,66 @@ static void TestAsyncEnqueueWithPoll(void) {
   spool_close(s);
 }
 
+/* Several threads enqueue (asynchronously and synchronously) while the main thread runs
+ * the completions: the threading model of spool/c.h. Callbacks run on the main thread
+ * only, so their counters need no lock. */
+enum { kThreads = 4, kPerThread = 25 };
+
+struct Producer {
+  spool_t* spool;
+  int index;
+  int failures;  /* of calls made on the producer thread */
+  size_t* calls; /* counted by callbacks, on the main thread */
+};
+
+static void CountCall(void* arg, int rc, const char* id, const spool_reply_t* reply) {
+  (void)reply;
+  size_t* calls = arg;
+  if (rc == 0 && id != NULL && strlen(id) == SPOOL_ID_LEN) ++*calls;
+}
+
+static void* Produce(void* arg) {
+  struct Producer* p = arg;
+  const char* const rcpts[] = {"bob@example.net"};
+  spool_envelope_t e = {"a@b", rcpts, 1, NULL, NULL, 0};
+  for (int i = 0; i < kPerThread; ++i) {
+    char body[64];
+    const int len = snprintf(body, sizeof(body), "thread %d message %d", p->index, i);
+    if (spool_enqueue_async(p->spool, &e, body, (size_t)len, CountCall, p->calls, NULL) != 0) {
+      ++p->failures;
+    }
+    char id[SPOOL_ID_SIZE];
+    if (spool_enqueue(p->spool, "a@b", rcpts, 1, body, (size_t)len, id, sizeof(id), NULL) != 0) {
+      ++p->failures;
+    }
+  }
+  return NULL;
+}
+
+static void TestThreads(void) {
+  spool_t* s = OpenTest(Path("spool"));
+  CHECK(s != NULL);
+  size_t calls = 0;
+  pthread_t threads[kThreads];
+  struct Producer producers[kThreads];
+  for (int i = 0; i < kThreads; ++i) {
+    producers[i] = (struct Producer){s, i, 0, &calls};
+    CHECK(pthread_create(&threads[i], NULL, Produce, &producers[i]) == 0);
+  }
+  struct pollfd p = {spool_completion_fd(s), POLLIN, 0};
+  for (int rounds = 0; calls < kThreads * kPerThread && rounds < 10000; ++rounds) {
+    if (poll(&p, 1, 10000) <= 0) break;
+    spool_run_completions(s);
+  }
+  for (int i = 0; i < kThreads; ++i) {
+    CHECK(pthread_join(threads[i], NULL) == 0);
+    CHECK(producers[i].failures == 0);
+  }
+  CHECK(calls == kThreads * kPerThread);
+  CHECK(CountMessages(s) == 2 * kThreads * kPerThread);
+  spool_close(s);
+}
+
 /* ---- Streamed bodies ---------------------------------------------------------------------- */
 
 struct Collect {
@@ -867,6 +928,7 @@ int main(void) {
   RunTest("EnvelopeGetAndState", TestEnvelopeGetAndState);
   RunTest("ScanAndForeach", TestScanAndForeach);
   RunTest("AsyncEnqueueWithPoll", TestAsyncEnqueueWithPoll);
+  RunTest("Threads", TestThreads);
   RunTest("StreamedBodies", TestStreamedBodies);
   RunTest("HealthStatsMetrics", TestHealthStatsMetrics);
   if (g_failures != 0) {
