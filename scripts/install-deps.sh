@@ -12,6 +12,8 @@ packages=(
   libbenchmark-dev libgtest-dev libgmock-dev
   # tests: real faults (FUSE, loop-mounted ext4, tmpfs) and real SMTP clients
   libfuse3-dev fuse3 e2fsprogs mount util-linux python3 swaks
+  # smtp-source (spool-smtpd's load test); installed unconfigured, never started: see below
+  postfix
   # spool-bench baselines and disk measurement
   fio
 )
@@ -35,5 +37,10 @@ fi
 echo "install-deps: installing ${missing[*]}"
 # Passed through env: sudo's env_reset would drop an exported DEBIAN_FRONTEND.
 apt=($SUDO env DEBIAN_FRONTEND=noninteractive apt-get)
+if [[ " ${missing[*]} " == *" postfix "* ]]; then
+  # Only its smtp-source tool is wanted: "No configuration" leaves no main.cf, so no mail
+  # system is set up or started.
+  echo "postfix postfix/main_mailer_type select No configuration" | $SUDO debconf-set-selections
+fi
 "${apt[@]}" update -qq
 "${apt[@]}" install -y -qq --no-install-recommends "${missing[@]}"
