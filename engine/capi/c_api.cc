@@ -497,6 +497,12 @@ void spool_options_set_checkpoint_interval_ms(spool_options_t* o, int64_t ms) {
 void spool_options_set_reclaim(spool_options_t* o, int on) {
   if (o != nullptr) o->options.reclaim = on != 0;
 }
+void spool_options_set_reprobe_interval_ms(spool_options_t* o, int64_t ms) {
+  if (o != nullptr) o->options.reprobe_interval_ms = ms;
+}
+void spool_options_set_scrub_bytes_per_sec(spool_options_t* o, uint64_t bytes) {
+  if (o != nullptr) o->options.scrub_bytes_per_sec = bytes;
+}
 void spool_options_set_lock_holder(spool_options_t* o, const char* holder) {
   if (o != nullptr) o->options.lock_holder = holder != nullptr ? holder : "";
 }
@@ -834,6 +840,11 @@ int spool_get_stats(spool_t* s, spool_stats_t* out, spool_reply_t* err) {
     out->sync_p999_us = st.sync_p999_us;
     out->mean_batch_records = st.mean_batch_records;
     out->mean_batch_bytes = st.mean_batch_bytes;
+    out->faults = st.faults;
+    out->recoveries = st.recoveries;
+    out->scrubbed_bytes = st.scrubbed_bytes;
+    out->corrupt_found = st.corrupt_found;
+    out->quarantined = st.quarantined;
     return Succeed(err);
   });
 }

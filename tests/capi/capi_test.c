@@ -327,6 +327,8 @@ static void TestOptionsAndAdmission(void) {
   spool_options_set_max_commit_wait_ms(o, 1000);
   spool_options_set_checkpoint_interval_ms(o, 500);
   spool_options_set_reclaim(o, 0);
+  spool_options_set_reprobe_interval_ms(o, 200);
+  spool_options_set_scrub_bytes_per_sec(o, 0);
   spool_options_set_lock_holder(o, NULL);
   spool_options_set_create_if_missing(o, 1);
   spool_reply_t err;
@@ -906,6 +908,8 @@ static void TestHealthStatsMetrics(void) {
   CHECK(st.oldest_arrival_ms > 0);
   CHECK(st.segments_live >= 1);
   CHECK(st.disk_free_bytes > 0);
+  CHECK(st.faults == 0 && st.recoveries == 0);
+  CHECK(st.corrupt_found == 0 && st.quarantined == 0);
 
   char* text = NULL;
   CHECK(spool_metrics(s, SPOOL_METRICS_PROMETHEUS, &text, &err) == 0);

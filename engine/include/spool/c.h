@@ -155,6 +155,12 @@ void spool_options_set_min_free_inodes(spool_options_t* o, uint64_t inodes);
 void spool_options_set_checkpoint_interval_ms(spool_options_t* o, int64_t ms);
 /* Background reclamation of segments (default 1). */
 void spool_options_set_reclaim(spool_options_t* o, int on);
+/* How often a shard latched by a disk fault re-probes its disk to recover by itself
+ * (default 1000). */
+void spool_options_set_reprobe_interval_ms(spool_options_t* o, int64_t ms);
+/* Rate of the background scrubber that re-verifies cold segments, per shard; 0 turns it
+ * off (default 8 MiB/s). */
+void spool_options_set_scrub_bytes_per_sec(spool_options_t* o, uint64_t bytes);
 /* Names this process to a second opener (default "pid <pid>"); NULL restores it. */
 void spool_options_set_lock_holder(spool_options_t* o, const char* holder);
 
@@ -346,6 +352,12 @@ typedef struct {
   uint64_t sync_p50_us, sync_p99_us, sync_p999_us;
   double mean_batch_records;
   double mean_batch_bytes;
+  /* Failure handling, since open. */
+  uint64_t faults;         /* shard faults latched (disk errors, full disk, index errors) */
+  uint64_t recoveries;     /* latched faults cleared by a passing re-probe */
+  uint64_t scrubbed_bytes; /* bytes re-verified by the scrubber */
+  uint64_t corrupt_found;  /* damaged records found by reads and the scrubber */
+  uint64_t quarantined;    /* messages put in state SPOOL_STATE_CORRUPT */
 } spool_stats_t;
 
 int spool_get_stats(spool_t* s, spool_stats_t* out, spool_reply_t* err);
