@@ -576,11 +576,21 @@ TEST_F(FaultTest, ErofsFromExt4RemountedReadOnlyGives451_435) {
   EXPECT_EQ(spool_->GetHealth().state, HealthState::kRefusing);
   ExpectAllReadable(*spool_, ledger, "read-only disk, running spool");
 
-  spool_.reset();  // closing on a read-only disk must neither hang nor crash
+  // A read-only open (spool-ctl --read-only) beside the failed writer reads everything.
   Options ro = o;
   ro.read_only = true;
+  {
+    StatusOr<std::unique_ptr<Spool>> reader = Spool::Open(ro);
+    ASSERT_OK(reader.status());
+    ExpectIntact(**reader, ledger, "read-only open beside the writer");
+  }
+
+  // ENGINE: closing on a read-only disk must neither hang nor crash. (Here RocksDB 7.8
+  // aborts in a background flush when its info LOG file, in the index directory, is
+  // written after a failed write: assertion `sync_without_flush_called_'.)
+  spool_.reset();
   ASSERT_OK(OpenSpool(ro));
-  ExpectIntact(*spool_, ledger, "read-only open of the read-only disk");
+  ExpectIntact(*spool_, ledger, "read-only open after the writer closed");
 }
 
 // ---- EACCES ------------------------------------------------------------------------------
