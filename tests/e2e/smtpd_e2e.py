@@ -536,7 +536,7 @@ class BadInputTest(ServerTest):
     """Each kind of bad input gets its reply, and the server keeps serving."""
 
     server_args = ServerTest.server_args + (
-        "--max-recipients", "5", "--max-message-size", "100K", "--idle-timeout", "2",
+        "--max-recipients", "5", "--max-message-size", "100K", "--idle-timeout", "3",
         "--max-errors", "20")
 
     def session(self, helo=True):
