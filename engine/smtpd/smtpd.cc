@@ -115,6 +115,13 @@ void RaiseDescriptorLimit(size_t connections) {
   }
 }
 
+// Every option takes a value.
+constexpr std::string_view kValueOptions[] = {
+    "--spool",          "--listen",         "--max-message-size", "--max-connections",
+    "--max-recipients", "--idle-timeout",   "--drain-timeout",    "--max-errors",
+    "--hostname",       "--min-free-bytes", "--segment-size",     "--io-backend",
+};
+
 struct Flags {
   std::optional<std::string> spool;
   std::vector<std::string> listen;
@@ -137,6 +144,10 @@ std::string ParseFlags(int argc, char** argv, Flags* flags, bool* help) {
       return "";
     }
     if (!name.starts_with("--")) return "unexpected argument '" + name + "'";
+    if (std::find(std::begin(kValueOptions), std::end(kValueOptions), name) ==
+        std::end(kValueOptions)) {
+      return "unknown option '" + name + "'";
+    }
     if (!value) {
       if (i + 1 >= argc) return "option " + name + " needs a value";
       value = argv[++i];
@@ -257,13 +268,13 @@ int SmtpdMain(int argc, char** argv) {
   options.lock_holder = "spool-smtpd pid " + std::to_string(getpid());
   StatusOr<std::unique_ptr<Spool>> spool = Spool::Open(options);
   if (!spool.ok()) {
-    PrintError("cannot open the spool: " + spool.status().ToString());
+    PrintError("cannot open the spool: " + std::string(spool.status().message()));
     return kExitCannotOpen;
   }
   flags.server.listen = flags.listen;
   StatusOr<std::unique_ptr<Server>> server = Server::Create(spool->get(), flags.server);
   if (!server.ok()) {
-    PrintError(server.status().ToString());
+    PrintError(std::string(server.status().message()));
     return kExitFailed;
   }
   for (const std::string& address : (*server)->listen_addresses()) {
