@@ -263,8 +263,8 @@ void ForgetMount(const std::string& path) {
 class FaultTest : public ::testing::Test {
  protected:
   void TearDown() override {
+    if (fuse_pid_ > 0) Command("off");  // a test that failed half-way may leave a fault on
     spool_.reset();
-    if (fuse_pid_ > 0) Command("off");
     for (auto it = mounts_.rbegin(); it != mounts_.rend(); ++it) {
       if (umount2(it->c_str(), 0) != 0) {
         const int err = errno;
@@ -284,12 +284,6 @@ class FaultTest : public ::testing::Test {
       }
       fuse_pid_ = -1;
     }
-  }
-
-  // Skips the test unless the process is root (mount(2), chown, dropping privileges).
-  bool NeedRoot() {
-    if (geteuid() == 0) return true;
-    return false;
   }
 
   // Mounts a tmpfs of `size` (mount(8) syntax, "40m") on a fresh directory; "" if the
@@ -344,9 +338,10 @@ class FaultTest : public ::testing::Test {
   std::string fuse_mount_;
 };
 
-#define SKIP_UNLESS_ROOT()                                                             \
-  do {                                                                                 \
-    if (!NeedRoot()) GTEST_SKIP() << "needs root (mount, chown, setuid); run as root"; \
+// Mounting, chown and dropping privileges need root.
+#define SKIP_UNLESS_ROOT()                                                   \
+  do {                                                                       \
+    if (geteuid() != 0) GTEST_SKIP() << "needs root (mount, chown, setuid)"; \
   } while (0)
 
 // Grows a ballast file at `path` (fallocate: no page written) until the filesystem has
