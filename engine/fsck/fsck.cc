@@ -403,9 +403,10 @@ class ShardFsck {
   std::set<std::string> quarantined_keys_;
   std::optional<size_t> torn_problem_;
   std::vector<size_t> damage_problems_;
-  std::vector<std::pair<size_t, std::string>> truncated_files_;  // problem, path
+  std::map<uint64_t, uint64_t> truncated_;  // seq -> file size before any repair
   std::optional<size_t> checkpoint_problem_;
   std::optional<size_t> index_problem_;
+  std::vector<size_t> missing_problems_;
   uint64_t progress_reported_ = 0;
 };
 
@@ -662,15 +663,17 @@ void ShardFsck::AnalyzeDamage() {
     damage_problems_.push_back(Add(d.kind, Severity::kError, d.segment, d.offset, id,
                                    d.detail.empty() ? d.kind : d.detail));
   }
-  for (const auto& [path, size] : short_files_) {
-    uint64_t seq = 0;
-    for (const auto& [s, p] : seg_path_) {
-      if (p == path) seq = s;
+  // What a truncated file lost, from the end of its last intact record before the cut.
+  for (const auto& [seq, size] : truncated_) {
+    uint64_t begin = log::kSegmentDataStart;
+    auto offs = offsets_.find(seq);
+    if (offs != offsets_.end()) {
+      for (uint64_t off : offs->second) {
+        const uint64_t end = off + records_.at({seq, off}).size;
+        if (end <= size) begin = std::max(begin, end);
+      }
     }
-    const size_t p = Add("truncated_segment", Severity::kError, seq, size, "",
-                         path + " is " + std::to_string(size) + " bytes, not the spool's " +
-                             std::to_string(marker_.segment_size));
-    truncated_files_.emplace_back(p, path);
+    damage_.push_back({seq, begin, std::max(size, marker_.segment_size)});
   }
   if (recovery_.torn_tail_bytes > 0 && newest_segment_ != 0) {
     // The log reports how many bytes, not where: the tear starts after the newest
@@ -750,6 +753,7 @@ void ShardFsck::AnalyzeIndex() {
   fixes_.clear();
   quarantined_keys_.clear();
   checkpoint_problem_.reset();
+  missing_problems_.clear();
   if (checkpoint_.segment != 0 && live_segments_.count(checkpoint_.segment) == 0) {
     checkpoint_problem_ =
         Add("missing_segment", Severity::kError, checkpoint_.segment, std::nullopt, "",
@@ -764,9 +768,10 @@ void ShardFsck::AnalyzeIndex() {
     if (checkpoint_problem_ && report_->problems[*checkpoint_problem_].segment == loc.segment) {
       return;
     }
-    Add("missing_segment", Severity::kError, loc.segment, std::nullopt, "",
-        "segment " + std::to_string(loc.segment) +
-            " holds records the index refers to, and is missing");
+    missing_problems_.push_back(Add("missing_segment", Severity::kError, loc.segment, std::nullopt,
+                                    "",
+                                    "segment " + std::to_string(loc.segment) +
+                                        " holds records the index refers to, and is missing"));
   };
 
   std::set<std::string> keys;
@@ -939,17 +944,12 @@ Status ShardFsck::Repair() {
     for (const Fix& f : fixes_) {
       if (f.kind == Fix::Kind::kQuarantine) Corrected(f.problem, "quarantined");
     }
+    for (size_t p : missing_problems_) Corrected(p, "its messages quarantined");
   }
 
-  // 2. Truncated segment files get their size back (zeros: end of data, or damage that
-  // is now known), then a torn tail is cut the way the log's open does: a fresh segment
-  // whose header states where the torn one validly ends. The writable open also rewrites
-  // intact records found past the tear, so the replay is taken again from it.
-  for (const auto& [problem, path] : truncated_files_) {
-    SPOOL_ASSIGN_OR_RETURN(auto f, fs_->Open(path, io::OpenOptions{}));
-    SPOOL_RETURN_IF_ERROR(fs_->Truncate(*f, marker_.segment_size));
-    Corrected(problem, "extended with zeros to the segment size");
-  }
+  // 2. A torn tail is cut the way the log's open does: a fresh segment whose header
+  // states where the torn one validly ends. The writable open also rewrites intact
+  // records found past the tear, so the replay is taken again from it.
   // The fixes planned from the first scan, for marking what got corrected.
   const std::vector<Fix> planned = fixes_;
   const std::optional<size_t> checkpoint_problem = checkpoint_problem_;
@@ -1084,6 +1084,28 @@ void ShardFsck::Run() {
       Operational(s);
     }
     return;
+  }
+  // Truncated segment files: a repair gives them their size back first (zeros, read as
+  // end of data or as damage it then records), so that their intact records are scanned
+  // like any others; the log leaves files too small for a header and a batch aside.
+  for (const auto& [path, size] : short_files_) {
+    uint64_t seq = 0;
+    for (const auto& [sq, p] : seg_path_) {
+      if (p == path) seq = sq;
+    }
+    const size_t p = Add("truncated_segment", Severity::kError, seq, size, "",
+                         path + " is " + std::to_string(size) + " bytes, not the spool's " +
+                             std::to_string(marker_.segment_size));
+    if (seq != 0) truncated_[seq] = size;
+    if (!repair_ || size > marker_.segment_size) continue;
+    StatusOr<std::unique_ptr<io::File>> f = fs_->Open(path, io::OpenOptions{});
+    s = f.ok() ? fs_->Truncate(**f, marker_.segment_size) : f.status();
+    if (!s.ok()) {
+      Add("repair_failed", Severity::kError, seq, std::nullopt, "",
+          "cannot extend " + path + ": " + s.ToString());
+      continue;
+    }
+    Corrected(p, "extended with zeros to the segment size");
   }
   // The index before the log: everything it names was durable in the log when it was
   // flushed, so a writer appending meanwhile cannot make an entry look dangling.
