@@ -1,10 +1,12 @@
 #include "fsck/fsck.h"
 
+#include <fcntl.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cinttypes>
 #include <cstdio>
@@ -15,6 +17,7 @@
 #include <optional>
 #include <set>
 #include <sstream>
+#include <thread>
 #include <tuple>
 #include <unordered_map>
 
@@ -52,6 +55,9 @@ constexpr char kDamageFile[] = "DAMAGE";
 constexpr char kDamageHeader[] = "spool-fsck known damage, format 1";
 // Index writes of a repair go in batches of this many operations.
 constexpr int kIndexBatchOps = 1024;
+// Buffered scans read ahead this many segments, in steps of this many bytes.
+constexpr uint64_t kPrefetchSegments = 2;
+constexpr size_t kPrefetchStep = 4u << 20;
 // The progress callback runs after at least this many more bytes were scanned.
 constexpr uint64_t kProgressStep = 32ull << 20;
 
@@ -465,10 +471,12 @@ Status ShardFsck::ScanSegmentHeaders() {
     SPOOL_ASSIGN_OR_RETURN(uint64_t size, fs_->Size(*f));
     summary_.segment_bytes += size;
     if (!probed) {
-      // Read segments the way the log writes them: O_DIRECT where the filesystem has it,
-      // so that a check beside a direct-I/O writer never leaves stale pages behind.
+      // Beside a running writer, read segments the way it writes them: O_DIRECT where the
+      // filesystem has it, so that buffered reads racing its direct writes never leave
+      // stale pages behind. Without a writer, buffered reads with read-ahead are faster.
       probed = true;
-      direct_io_ = fs_->Open(path, io::OpenOptions{.read_only = true, .direct = true}).ok();
+      direct_io_ = held_by_other_ &&
+                   fs_->Open(path, io::OpenOptions{.read_only = true, .direct = true}).ok();
     }
     size_t got = 0;
     std::fill(block.begin(), block.end(), std::byte{0});
@@ -544,8 +552,32 @@ Status ShardFsck::ScanLog(bool writable, std::unique_ptr<log::Log>* out) {
     before[seq] = sum;
     sum += size;
   }
+  // Buffered reads get a read-ahead thread that keeps the next segments coming from the
+  // disk while this one is hashed: the scan then runs at the disk's sequential speed.
+  std::atomic<uint64_t> scanning{0};
+  std::atomic<bool> stop{false};
+  std::thread prefetcher;
+  if (!direct_io_) {
+    prefetcher = std::thread([&] {
+      for (const auto& [seq, path] : seg_path_) {
+        while (!stop.load() && seq > scanning.load() + kPrefetchSegments) {
+          std::this_thread::sleep_for(std::chrono::milliseconds(1));
+        }
+        if (stop.load()) return;
+        const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+        if (fd < 0) continue;  // the scan reports what it cannot read
+        ::posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
+        const uint64_t size = seg_size_[seq];
+        for (uint64_t off = 0; off < size && !stop.load(); off += kPrefetchStep) {
+          ::readahead(fd, static_cast<off_t>(off), kPrefetchStep);
+        }
+        ::close(fd);
+      }
+    });
+  }
   auto visitor = [&](const log::Record& r) -> Status {
     const log::Location& loc = r.location;
+    if (loc.segment != scanning.load(std::memory_order_relaxed)) scanning.store(loc.segment);
     records_[{loc.segment, loc.offset}] = RecInfo{r.id, r.type, loc.size};
     offsets_[loc.segment].push_back(loc.offset);
     if (!Before({loc.segment, loc.offset + loc.size, 0}, log_end_)) {
@@ -579,6 +611,8 @@ Status ShardFsck::ScanLog(bool writable, std::unique_ptr<log::Log>* out) {
   if (writable) SPOOL_RETURN_IF_ERROR(fs_->CreateDir(dir_ + "/" + kLogDir));
   StatusOr<std::unique_ptr<log::Log>> log =
       log::Log::Open(fs_, dir_ + "/" + kLogDir, lo, visitor, &recovery_);
+  stop.store(true);
+  if (prefetcher.joinable()) prefetcher.join();
   if (!log.ok()) return log.status();
   for (auto& [seq, offs] : offsets_) std::sort(offs.begin(), offs.end());
   live_segments_.clear();
