@@ -137,7 +137,9 @@ void RunCell(io::OpKind kind, uint64_t n, int err, bool sticky, int* failed_call
         }
         if (!e.remove_acked) {
           StatusOr<std::string> body = spool.ReadBody(id);
-          if (check(body.status())) EXPECT_EQ(*body, e.body) << id.ToString();
+          if (check(body.status())) {
+            EXPECT_EQ(*body, e.body) << id.ToString();
+          }
         }
       }
       spool.GetStats();

@@ -6,8 +6,12 @@
 #include <rocksdb/write_batch.h>
 
 #include <algorithm>
+#include <chrono>
+#include <cstdarg>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <thread>
 
 #include "spool/logging.h"
 
@@ -47,6 +51,26 @@ std::string EncodeCheckpoint(const log::Location& loc) {
 
 }  // namespace
 
+// RocksDB's own diagnostics go to spool's log, not to a LOG file in the index directory:
+// a failed write of that file (a full, read-only or failing disk) makes RocksDB 7.8 abort
+// the process (an assertion in WritableFileWriter), and the operator reads one log anyway.
+class ForwardingLogger : public rocksdb::Logger {
+ public:
+  explicit ForwardingLogger(std::string path)
+      : rocksdb::Logger(rocksdb::InfoLogLevel::WARN_LEVEL), path_(std::move(path)) {}
+  using rocksdb::Logger::Logv;
+  void Logv(const rocksdb::InfoLogLevel level, const char* format, va_list ap) override {
+    if (level < GetInfoLogLevel()) return;
+    char buf[1024];
+    std::vsnprintf(buf, sizeof(buf), format, ap);
+    Log(level >= rocksdb::InfoLogLevel::ERROR_LEVEL ? LogLevel::kError : LogLevel::kWarning,
+        "index " + path_ + ": rocksdb: " + buf);
+  }
+
+ private:
+  const std::string path_;
+};
+
 struct Index::Listener : public rocksdb::EventListener {
   void OnBackgroundError(rocksdb::BackgroundErrorReason, rocksdb::Status* error) override {
     MutexLock l(&mu);
@@ -63,6 +87,21 @@ struct Index::Listener : public rocksdb::EventListener {
   Status status ABSL_GUARDED_BY(mu);
 };
 
+// One open database, shared by the operations using it, so that Reopen can retire it while
+// a scan still runs on it: RocksDB closes when the last user lets go.
+struct Index::Db {
+  std::unique_ptr<rocksdb::DB> db;
+  std::vector<rocksdb::ColumnFamilyHandle*> handles;  // default, messages, schedule, meta
+  std::shared_ptr<Listener> listener;
+  ~Db() {
+    if (db == nullptr) return;
+    for (rocksdb::ColumnFamilyHandle* h : handles) {
+      db->DestroyColumnFamilyHandle(h).PermitUncheckedError();  // closing anyway
+    }
+    db->Close().PermitUncheckedError();  // nothing to do about it at shutdown
+  }
+};
+
 std::string ScheduleKey(const IndexEntry& entry, const MessageId& id) {
   if (entry.info.state != MessageState::kQueued) return "";
   std::string key = entry.info.envelope.queue;
@@ -73,7 +112,7 @@ std::string ScheduleKey(const IndexEntry& entry, const MessageId& id) {
 }
 
 Index::Batch::Batch(const Index& index)
-    : index_(index), batch_(std::make_unique<rocksdb::WriteBatch>()) {}
+    : index_(index), db_(index.Current()), batch_(std::make_unique<rocksdb::WriteBatch>()) {}
 Index::Batch::~Batch() = default;
 
 void Index::Batch::Put(const IndexEntry& entry, const IndexEntry* old) {
@@ -83,13 +122,14 @@ void Index::Batch::Put(const IndexEntry& entry, const IndexEntry* old) {
     overlay_.emplace_back(key, entry);
     return;
   }
+  if (db_ == nullptr) return;  // closed for a reopen: Write fails
   if (old != nullptr) {
     const std::string old_sched = ScheduleKey(*old, old->info.id);
-    if (!old_sched.empty()) batch_->Delete(index_.handles_[kSchedule], old_sched);
+    if (!old_sched.empty()) batch_->Delete(db_->handles[kSchedule], old_sched);
   }
-  batch_->Put(index_.handles_[kMessages], key, internal::EncodeIndexEntry(entry));
+  batch_->Put(db_->handles[kMessages], key, internal::EncodeIndexEntry(entry));
   const std::string sched = ScheduleKey(entry, entry.info.id);
-  if (!sched.empty()) batch_->Put(index_.handles_[kSchedule], sched, "");
+  if (!sched.empty()) batch_->Put(db_->handles[kSchedule], sched, "");
 }
 
 void Index::Batch::Delete(const IndexEntry& old) {
@@ -99,9 +139,10 @@ void Index::Batch::Delete(const IndexEntry& old) {
     overlay_.emplace_back(key, std::nullopt);
     return;
   }
-  batch_->Delete(index_.handles_[kMessages], key);
+  if (db_ == nullptr) return;  // closed for a reopen: Write fails
+  batch_->Delete(db_->handles[kMessages], key);
   const std::string sched = ScheduleKey(old, old.info.id);
-  if (!sched.empty()) batch_->Delete(index_.handles_[kSchedule], sched);
+  if (!sched.empty()) batch_->Delete(db_->handles[kSchedule], sched);
 }
 
 void Index::Batch::SetCheckpoint(const log::Location& end) { checkpoint_ = end; }
@@ -110,14 +151,23 @@ StatusOr<std::unique_ptr<Index>> Index::Open(const std::string& path, bool read_
   std::unique_ptr<Index> index(new Index());
   index->path_ = path;
   index->read_only_ = read_only;
-  index->listener_ = std::make_shared<Listener>();
+  SPOOL_ASSIGN_OR_RETURN(std::shared_ptr<Db> db, index->OpenDb());
+  MutexLock l(&index->db_mu_);
+  index->db_ = std::move(db);
+  return index;
+}
+
+StatusOr<std::shared_ptr<Index::Db>> Index::OpenDb() const {
+  auto out = std::make_shared<Db>();
+  out->listener = std::make_shared<Listener>();
   rocksdb::DBOptions db_options;
-  db_options.create_if_missing = !read_only;
-  db_options.create_missing_column_families = !read_only;
+  db_options.create_if_missing = !read_only_;
+  db_options.create_missing_column_families = !read_only_;
+  db_options.info_log = std::make_shared<ForwardingLogger>(path_);
   // Flushes cut every column family at the same WriteBatch: the checkpoint in `meta`
   // always matches the other families' content.
   db_options.atomic_flush = true;
-  db_options.listeners.push_back(index->listener_);
+  db_options.listeners.push_back(out->listener);
   db_options.info_log_level = rocksdb::InfoLogLevel::WARN_LEVEL;
   db_options.keep_log_file_num = 2;
   db_options.max_background_jobs = 2;
@@ -130,19 +180,52 @@ StatusOr<std::unique_ptr<Index>> Index::Open(const std::string& path, bool read_
   for (const char* name : kCfNames) families.emplace_back(name, cf_options);
   rocksdb::DB* db = nullptr;
   rocksdb::Status s =
-      read_only ? rocksdb::DB::OpenForReadOnly(db_options, path, families, &index->handles_, &db)
-                : rocksdb::DB::Open(db_options, path, families, &index->handles_, &db);
-  if (!s.ok()) return FromRocks(s, "open index " + path);
-  index->db_.reset(db);
-  return index;
+      read_only_ ? rocksdb::DB::OpenForReadOnly(db_options, path_, families, &out->handles, &db)
+                 : rocksdb::DB::Open(db_options, path_, families, &out->handles, &db);
+  if (!s.ok()) return FromRocks(s, "open index " + path_);
+  out->db.reset(db);
+  return out;
 }
 
-Index::~Index() {
-  if (db_ == nullptr) return;
-  for (rocksdb::ColumnFamilyHandle* h : handles_) {
-    db_->DestroyColumnFamilyHandle(h).PermitUncheckedError();  // closing anyway
+Index::~Index() = default;
+
+std::shared_ptr<Index::Db> Index::Current() const {
+  MutexLock l(&db_mu_);
+  return db_;
+}
+
+StatusOr<std::shared_ptr<Index::Db>> Index::Use() const {
+  MutexLock l(&db_mu_);
+  if (db_ == nullptr) return db_error_;
+  return db_;
+}
+
+Status Index::Reopen() {
+  std::shared_ptr<Db> old;
+  {
+    MutexLock l(&db_mu_);
+    old = std::move(db_);
+    db_error_ = IoError("index " + path_ + " is being reopened");
   }
-  db_->Close().PermitUncheckedError();  // nothing to do about it at shutdown
+  // RocksDB allows one open instance of a directory: wait for the users of the old one (a
+  // scan in progress) to let go.
+  for (int waited_ms = 0; old != nullptr && old.use_count() > 1; ++waited_ms) {
+    if (waited_ms == 10000) {
+      MutexLock l(&db_mu_);
+      db_ = std::move(old);
+      return UnavailableError("index " + path_ + " is in use; not reopened");
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  }
+  old.reset();
+  StatusOr<std::shared_ptr<Db>> fresh = OpenDb();
+  MutexLock l(&db_mu_);
+  if (!fresh.ok()) {
+    db_error_ = fresh.status().WithContext("index closed after a failed reopen");
+    return fresh.status();
+  }
+  db_ = std::move(fresh).value();
+  return Status::Ok();
 }
 
 Status Index::Write(Batch& batch) {
@@ -156,15 +239,17 @@ Status Index::Write(Batch& batch) {
     MutexLock l(&overlay_mu_);
     SPOOL_RETURN_IF_ERROR(fail_writes_);
   }
+  SPOOL_ASSIGN_OR_RETURN(std::shared_ptr<Db> db, Use());
+  if (batch.db_ != db) return IoError("index " + path_ + " was reopened while a write was built");
   if (batch.checkpoint_) {
-    batch.batch_->Put(handles_[kMeta], kCheckpointKey, EncodeCheckpoint(*batch.checkpoint_));
+    batch.batch_->Put(db->handles[kMeta], kCheckpointKey, EncodeCheckpoint(*batch.checkpoint_));
   }
   rocksdb::WriteOptions wo;
   // The spool's log is the write-ahead log. SPOOL_INDEX_WAL=1 turns RocksDB's WAL on (no
   // sync) only to measure what it would cost: docs/design.md.
   static const bool wal = std::getenv("SPOOL_INDEX_WAL") != nullptr;
   wo.disableWAL = !wal;
-  return FromRocks(db_->Write(wo, batch.batch_.get()), "index write");
+  return FromRocks(db->db->Write(wo, batch.batch_.get()), "index write");
 }
 
 StatusOr<std::optional<IndexEntry>> Index::Get(const MessageId& id) {
@@ -175,7 +260,8 @@ StatusOr<std::optional<IndexEntry>> Index::Get(const MessageId& id) {
     if (it != overlay_.end()) return it->second;
   }
   std::string value;
-  rocksdb::Status s = db_->Get(rocksdb::ReadOptions(), handles_[kMessages], key, &value);
+  SPOOL_ASSIGN_OR_RETURN(std::shared_ptr<Db> db, Use());
+  rocksdb::Status s = db->db->Get(rocksdb::ReadOptions(), db->handles[kMessages], key, &value);
   if (s.IsNotFound()) return std::optional<IndexEntry>();
   SPOOL_RETURN_IF_ERROR(FromRocks(s, "index read"));
   IndexEntry entry;
@@ -208,7 +294,8 @@ StatusOr<std::vector<std::pair<int64_t, MessageId>>> Index::ScanDue(std::string_
     return out;
   }
   rocksdb::ReadOptions ro;
-  std::unique_ptr<rocksdb::Iterator> it(db_->NewIterator(ro, handles_[kSchedule]));
+  SPOOL_ASSIGN_OR_RETURN(std::shared_ptr<Db> db, Use());
+  std::unique_ptr<rocksdb::Iterator> it(db->db->NewIterator(ro, db->handles[kSchedule]));
   for (it->Seek(prefix); it->Valid() && out.size() < limit; it->Next()) {
     rocksdb::Slice k = it->key();
     if (!k.starts_with(prefix) || k.compare(upper) >= 0) break;
@@ -228,8 +315,9 @@ Status Index::ForEach(const std::function<bool(const MessageId&, const IndexEntr
     overlay = overlay_;
   }
   auto o = overlay.begin();
+  SPOOL_ASSIGN_OR_RETURN(std::shared_ptr<Db> db, Use());
   std::unique_ptr<rocksdb::Iterator> it(
-      db_->NewIterator(rocksdb::ReadOptions(), handles_[kMessages]));
+      db->db->NewIterator(rocksdb::ReadOptions(), db->handles[kMessages]));
   it->SeekToFirst();
   // Merge the database with the overlay, the overlay winning.
   while (it->Valid() || o != overlay.end()) {
@@ -268,7 +356,9 @@ StatusOr<log::Location> Index::Checkpoint() {
     if (overlay_checkpoint_) return *overlay_checkpoint_;
   }
   std::string value;
-  rocksdb::Status s = db_->Get(rocksdb::ReadOptions(), handles_[kMeta], kCheckpointKey, &value);
+  SPOOL_ASSIGN_OR_RETURN(std::shared_ptr<Db> db, Use());
+  rocksdb::Status s =
+      db->db->Get(rocksdb::ReadOptions(), db->handles[kMeta], kCheckpointKey, &value);
   if (s.IsNotFound()) return log::Location{};
   SPOOL_RETURN_IF_ERROR(FromRocks(s, "index checkpoint read"));
   std::string_view in(value);
@@ -281,13 +371,15 @@ Status Index::Flush() {
   if (read_only_) return Status::Ok();
   rocksdb::FlushOptions fo;
   fo.wait = true;
-  std::vector<rocksdb::ColumnFamilyHandle*> cfs(handles_.begin() + 1, handles_.end());
-  return FromRocks(db_->Flush(fo, cfs), "index flush");
+  SPOOL_ASSIGN_OR_RETURN(std::shared_ptr<Db> db, Use());
+  std::vector<rocksdb::ColumnFamilyHandle*> cfs(db->handles.begin() + 1, db->handles.end());
+  return FromRocks(db->db->Flush(fo, cfs), "index flush");
 }
 
 Status Index::BackgroundError() const {
-  MutexLock l(&listener_->mu);
-  return listener_->status;
+  SPOOL_ASSIGN_OR_RETURN(std::shared_ptr<Db> db, Use());
+  MutexLock l(&db->listener->mu);
+  return db->listener->status;
 }
 
 void Index::FailWritesForTest(Status status) {
@@ -297,10 +389,11 @@ void Index::FailWritesForTest(Status status) {
 
 Status Index::Resume() {
   if (read_only_) return Status::Ok();
-  Status s = FromRocks(db_->Resume(), "index resume");
+  SPOOL_ASSIGN_OR_RETURN(std::shared_ptr<Db> db, Use());
+  Status s = FromRocks(db->db->Resume(), "index resume");
   if (s.ok()) {
-    MutexLock l(&listener_->mu);
-    listener_->status = Status::Ok();
+    MutexLock l(&db->listener->mu);
+    db->listener->status = Status::Ok();
   }
   return s;
 }

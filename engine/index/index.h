@@ -42,6 +42,8 @@ namespace spool::index {
 using internal::IndexEntry;
 
 class Index {
+  struct Db;  // one open database (index.cc)
+
  public:
   // Opens (creating if missing and !read_only) the RocksDB at `path`.
   static StatusOr<std::unique_ptr<Index>> Open(const std::string& path, bool read_only);
@@ -62,6 +64,7 @@ class Index {
    private:
     friend class Index;
     const Index& index_;
+    std::shared_ptr<Db> db_;  // the database the batch is built for
     std::unique_ptr<rocksdb::WriteBatch> batch_;
     // For the read-only overlay: id key -> entry (nullopt: deleted).
     std::vector<std::pair<std::string, std::optional<IndexEntry>>> overlay_;
@@ -92,6 +95,10 @@ class Index {
   // Asks RocksDB to resume after a background error (the cause is gone: space freed, the
   // disk writable again). OK once the database accepts writes again.
   Status Resume();
+  // Closes and opens the database again: for an error that Resume cannot clear. What was
+  // not flushed is gone (the caller replays the log after the checkpoint). Waits (at most
+  // 10 s) for scans of the old database to end; a Batch built for it fails to Write.
+  Status Reopen();
   // Tests only: every later Write fails with `status` (OK: writes work again), as when
   // RocksDB is in a background-error state.
   void FailWritesForTest(Status status);
@@ -99,14 +106,19 @@ class Index {
   bool read_only() const { return read_only_; }
 
  private:
+  struct Listener;
   Index() = default;
+  StatusOr<std::shared_ptr<Db>> OpenDb() const;
+  // The open database, or null while it is reopened (or after a failed reopen).
+  std::shared_ptr<Db> Current() const;
+  // The open database, or the status saying why there is none.
+  StatusOr<std::shared_ptr<Db>> Use() const;
 
   std::string path_;
   bool read_only_ = false;
-  std::unique_ptr<rocksdb::DB> db_;
-  std::vector<rocksdb::ColumnFamilyHandle*> handles_;  // default, messages, schedule, meta
-  struct Listener;
-  std::shared_ptr<Listener> listener_;
+  mutable Mutex db_mu_;
+  std::shared_ptr<Db> db_ ABSL_GUARDED_BY(db_mu_);
+  Status db_error_ ABSL_GUARDED_BY(db_mu_);  // why db_ is null
 
   mutable Mutex overlay_mu_;
   std::map<std::string, std::optional<IndexEntry>> overlay_ ABSL_GUARDED_BY(overlay_mu_);

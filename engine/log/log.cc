@@ -11,6 +11,7 @@
 #include <optional>
 
 #include "spool/logging.h"
+#include "util/futex.h"
 
 namespace spool::log {
 namespace {
@@ -802,15 +803,14 @@ void Log::AppendAsync(std::span<const AppendRecord> records, AppendCallback done
 
 Status Log::Append(std::span<const AppendRecord> records, std::vector<Location>* locations) {
   // A bare futex word rather than a mutex and condition: one wake per waiter, no lock.
-  std::atomic<uint32_t> done{0};
+  Completion done;
   Status result;
   AppendAsync(records, [&](const Status& s, std::span<const Location> locs) {
     result = s;
     if (locations != nullptr) locations->assign(locs.begin(), locs.end());
-    done.store(1, std::memory_order_release);
-    done.notify_one();
+    done.Notify();
   });
-  while (done.load(std::memory_order_acquire) == 0) done.wait(0, std::memory_order_acquire);
+  done.Wait();
   return result;
 }
 

@@ -25,6 +25,7 @@
 #include "spool/internal.h"
 #include "spool/logging.h"
 #include "spool/smtp_reply.h"
+#include "util/futex.h"
 #include "util/mutex.h"
 
 namespace spool {
@@ -64,7 +65,8 @@ constexpr char kMarkerFile[] = "SPOOL";
 constexpr char kLockFile[] = "LOCK";
 constexpr char kLogDir[] = "log";
 constexpr char kIndexDir[] = "index";
-// Written, synced and removed by the re-probe of a shard with a latched fault.
+// Written, synced and removed in the shard's log and index directories by the re-probe
+// of a shard with a latched fault.
 constexpr char kProbeFile[] = "PROBE";
 constexpr int kMarkerVersion = 1;
 // The largest commit group: 8 MiB, or a quarter of a small segment.
@@ -789,14 +791,13 @@ void SpoolImpl::AppendMessage(Shard& shard, const MessageInfo& info, std::string
 
 StatusOr<MessageId> SpoolImpl::EnqueueInline(Shard& shard, const MessageInfo& info,
                                              std::string_view body) {
-  std::atomic<uint32_t> done{0};
+  Completion done;
   StatusOr<MessageId> result = InternalError("no result");
   AppendMessage(shard, info, body, [&](const StatusOr<MessageId>& id) {
     result = id;
-    done.store(1);
-    done.notify_one();
+    done.Notify();
   });
-  while (done.load() == 0) done.wait(0);
+  done.Wait();
   return result;
 }
 
@@ -1114,8 +1115,9 @@ Status SpoolImpl::ReadBodyStream(const MessageId& id,
     if (attempt < 3 && again.ok() && again->main != e.main) continue;
     if (failed.code() == Code::kNotFound || failed.code() == Code::kCorruption) {
       Log(LogLevel::kError, "message " + id.ToString() + ": " + failed.ToString());
+      // Reported, not quarantined: a read path that flips bits (memory, cable, driver)
+      // would quarantine intact mail. The scrubber reads twice before it quarantines.
       corrupt_found_.fetch_add(1);
-      if (!options_.read_only) Quarantine(id, std::string(failed.message()));
       return CorruptionError("message " + id.ToString() + ": stored bytes are damaged (" +
                              std::string(failed.message()) + ")");
     }
@@ -1336,7 +1338,21 @@ void SpoolImpl::Reprobe(Shard& shard) {
   shard.next_probe = now + std::chrono::milliseconds(options_.reprobe_interval_ms);
   Status probe = ProbeDisk(shard);
   // Cause gone: resume RocksDB, catch the index up with the log, clear the log's latch.
-  if (probe.ok() && !shard.index->BackgroundError().ok()) probe = shard.index->Resume();
+  if (probe.ok() && !shard.index->BackgroundError().ok()) {
+    Status resumed = shard.index->Resume();
+    if (!resumed.ok()) {
+      // An error RocksDB will not resume from: open the index again. What it had not
+      // flushed is gone, so the catch-up replays the log from its durable checkpoint.
+      MutexLock hook(&shard.hook_mu);
+      {
+        MutexLock l(&shard.mu);
+        if (shard.index_fault.ok()) shard.index_fault = resumed;
+      }
+      probe = shard.index->Reopen();
+      Log(LogLevel::kWarning, shard.dir + ": " + resumed.ToString() + "; reopened the index: " +
+                                  (probe.ok() ? std::string("OK") : probe.ToString()));
+    }
+  }
   if (probe.ok()) probe = CatchUpIndex(shard);
   if (!probe.ok()) {
     if (probe.ToString() != shard.last_probe.ToString()) {
@@ -1355,15 +1371,19 @@ void SpoolImpl::Reprobe(Shard& shard) {
 }
 
 Status SpoolImpl::ProbeDisk(Shard& shard) {
-  const std::string path = shard.dir + "/" + kProbeFile;
-  {
-    SPOOL_ASSIGN_OR_RETURN(std::unique_ptr<io::File> f,
-                           fs_->Open(path, io::OpenOptions{.create = true}));
-    const std::string block(log::kBlockSize, 'p');
-    io::WriteOp op{0, block.data(), block.size()};
-    SPOOL_RETURN_IF_ERROR(fs_->WriteBatch(*f, {&op, 1}, io::Sync::kData));
+  // Both directories the shard writes: the log's and the index's (they may fail apart,
+  // e.g. a quota or a bad sector under one of them).
+  for (const char* sub : {kLogDir, kIndexDir}) {
+    const std::string path = shard.dir + "/" + sub + "/" + kProbeFile;
+    {
+      SPOOL_ASSIGN_OR_RETURN(std::unique_ptr<io::File> f,
+                             fs_->Open(path, io::OpenOptions{.create = true}));
+      const std::string block(log::kBlockSize, 'p');
+      io::WriteOp op{0, block.data(), block.size()};
+      SPOOL_RETURN_IF_ERROR(fs_->WriteBatch(*f, {&op, 1}, io::Sync::kData));
+    }
+    SPOOL_RETURN_IF_ERROR(fs_->Unlink(path));
   }
-  SPOOL_RETURN_IF_ERROR(fs_->Unlink(path));
   SPOOL_ASSIGN_OR_RETURN(io::SpaceInfo space, fs_->GetSpace(shard.dir));
   if (space.bytes_free < options_.min_free_bytes) {
     return StorageFullError(shard.dir + ": " + std::to_string(space.bytes_free >> 20) +
@@ -1475,7 +1495,27 @@ void SpoolImpl::QuarantineDamage(Shard& shard, const log::Damage& d) {
         })
         .IgnoreError();  // best effort; spool-fsck finds the rest
   }
-  for (const MessageId& id : ids) Quarantine(id, d.kind + ": " + d.detail);
+  for (const MessageId& id : ids) {
+    // Read the message's records once more, the way a delivery would: damage that does
+    // not repeat was on the read path, not on the disk.
+    StatusOr<IndexEntry> e = Lookup(shard, id);
+    if (!e.ok()) continue;
+    std::vector<log::Location> locations = e->chunks;
+    locations.push_back(e->main);
+    if (e->state.segment != 0) locations.push_back(e->state);
+    bool confirmed = false;
+    for (const log::Location& loc : locations) {
+      if (covers(loc) && ReadRecordPayload(shard, id, loc).status().code() == Code::kCorruption) {
+        confirmed = true;
+      }
+    }
+    if (confirmed) {
+      Quarantine(id, d.kind + ": " + d.detail);
+    } else {
+      Log(LogLevel::kWarning, "message " + id.ToString() + ": damage seen by the scrubber did " +
+                                  "not repeat on a second read (" + d.detail + ")");
+    }
+  }
 }
 
 void SpoolImpl::Quarantine(const MessageId& id, const std::string& why) {
@@ -1557,6 +1597,9 @@ StatusOr<bool> SpoolImpl::ReclaimOldest(Shard& shard) {
     MutexLock stripe(&StripeOf(id));
     SPOOL_ASSIGN_OR_RETURN(std::optional<IndexEntry> e, shard.index->Get(id));
     if (!e) continue;  // removed meanwhile
+    // A quarantined message's records are damaged and never read again: they are not
+    // copied (they could not be), and its envelope stays in the index for the operator.
+    if (e->info.state == MessageState::kCorrupt) continue;
     bool in_oldest = e->main.segment == oldest || e->state.segment == oldest;
     for (const log::Location& c : e->chunks) in_oldest |= c.segment == oldest;
     if (!in_oldest) continue;
