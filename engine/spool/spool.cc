@@ -23,7 +23,9 @@
 #include "log/log.h"
 #include "spool/codec.h"
 #include "spool/internal.h"
+#include "spool/layout.h"
 #include "spool/logging.h"
+#include "spool/replay.h"
 #include "spool/smtp_reply.h"
 #include "util/futex.h"
 #include "util/mutex.h"
@@ -60,22 +62,15 @@ namespace {
 
 using internal::IndexEntry;
 
-// Shard layout.
-constexpr char kMarkerFile[] = "SPOOL";
-constexpr char kLockFile[] = "LOCK";
-constexpr char kLogDir[] = "log";
-constexpr char kIndexDir[] = "index";
-// Written, synced and removed in the shard's log and index directories by the re-probe
-// of a shard with a latched fault.
-constexpr char kProbeFile[] = "PROBE";
-constexpr int kMarkerVersion = 1;
-// The largest commit group: 8 MiB, or a quarter of a small segment.
-uint64_t BatchCapacity(uint64_t segment_size) {
-  return std::min<uint64_t>(8ull << 20, segment_size / 4 / log::kBlockSize * log::kBlockSize);
-}
-// Bodies up to this size are one record; larger ones are streamed as chunks. Half a
-// batch, less room for the envelope.
-uint64_t InlineLimit(uint64_t segment_size) { return BatchCapacity(segment_size) / 2 - 65536; }
+// Shard layout: spool/layout.h.
+using internal::BatchCapacity;
+using internal::InlineLimit;
+using internal::kIndexDir;
+using internal::kLockFile;
+using internal::kLogDir;
+using internal::kMarkerFile;
+using internal::kMarkerVersion;
+using internal::kProbeFile;
 constexpr size_t kLockStripes = 256;
 // The index is flushed early when this many records were indexed since the last flush:
 // an open after a crash replays at most about this many.
@@ -358,35 +353,15 @@ Status SpoolImpl::ReadOrCreateMarker(const std::string& dir, uint32_t ordinal, u
   const std::string marker = dir + "/" + kMarkerFile;
   SPOOL_ASSIGN_OR_RETURN(bool exists, fs_->Exists(marker));
   if (exists) {
-    SPOOL_ASSIGN_OR_RETURN(auto f, fs_->Open(marker, io::OpenOptions{.read_only = true}));
-    std::string text(4096, '\0');
-    size_t got = 0;
-    SPOOL_RETURN_IF_ERROR(
-        fs_->Read(*f, 0, {reinterpret_cast<std::byte*>(text.data()), text.size()}, &got));
-    text.resize(got);
-    int version = 0;
-    unsigned long long id = 0, seg_size = 0;
-    unsigned shard = 0;
-    const int fields =
-        std::sscanf(text.c_str(), "spool format %d\nspool id %llu\nshard %u\nsegment size %llu",
-                    &version, &id, &shard, &seg_size);
-    if (fields < 3) {
-      return FailedPreconditionError(dir + " is not a spool: " + marker + " is unreadable");
-    }
-    if (version > kMarkerVersion) {
-      return FailedPreconditionError(dir + " was written by spool format " +
-                                     std::to_string(version) + ", newer than this build's " +
-                                     std::to_string(kMarkerVersion));
-    }
-    if (*spool_id != 0 && id != *spool_id) {
+    internal::Marker m;
+    m.segment_size = *segment_size;
+    SPOOL_RETURN_IF_ERROR(internal::ReadMarker(fs_, dir, &m));
+    if (*spool_id != 0 && m.spool_id != *spool_id) {
       return FailedPreconditionError(dir + " belongs to another spool than " + options_.dirs[0]);
     }
-    *spool_id = id;
-    *shard_number = shard;
-    // The segment size is the spool's, fixed at creation; options only choose it then.
-    if (fields == 4 && seg_size >= (1ull << 20) && seg_size % log::kBlockSize == 0) {
-      *segment_size = seg_size;
-    }
+    *spool_id = m.spool_id;
+    *shard_number = m.shard;
+    *segment_size = m.segment_size;  // the spool's, fixed at creation
     return Status::Ok();
   }
   if (options_.read_only)
@@ -531,68 +506,24 @@ Status SpoolImpl::OpenShard(const std::string& dir, uint32_t ordinal, uint64_t* 
 // Applies one log record to the index, as the live path would have.
 Status SpoolImpl::Replay(Shard& shard, const log::Record& r, index::Index::Batch* batch,
                          std::map<std::string, std::optional<IndexEntry>>* pending) {
+  if (!internal::ChangesIndexEntry(r.type)) return Status::Ok();
   const MessageId id(r.id.hi, r.id.lo);
   const std::string key = internal::IdKey(id);
   std::optional<IndexEntry> current;
-  const bool original_message =
-      (r.type == log::RecordType::kMessage || r.type == log::RecordType::kCommit) &&
-      (r.flags & log::kFlagRelocated) == 0;
   if (auto it = pending->find(key); it != pending->end()) {
     current = it->second;
-  } else if (!original_message) {
+  } else if (!internal::IsOriginalMessage(r)) {
     // An original message record after the checkpoint is new to the index (ids are
     // unique); anything else may refer to an entry from before the checkpoint.
     SPOOL_ASSIGN_OR_RETURN(current, shard.index->Get(id));
   }
-  std::optional<IndexEntry> next = current;
-  switch (r.type) {
-    case log::RecordType::kMessage:
-    case log::RecordType::kCommit: {
-      IndexEntry e;
-      std::string_view payload(r.payload);
-      if (r.type == log::RecordType::kMessage) {
-        SPOOL_RETURN_IF_ERROR(internal::DecodeEnvelope(&payload, &e.info));
-        e.body_offset = static_cast<uint32_t>(r.payload.size() - payload.size());
-      } else {
-        SPOOL_RETURN_IF_ERROR(internal::DecodeCommit(payload, &e.info, &e.chunks));
-      }
-      e.main = r.location;
-      e.info.id = id;
-      if (current) {  // a relocated copy: the state stays
-        MessageInfo info = current->info;
-        e.info.state = info.state;
-        e.info.attempts = info.attempts;
-        e.info.next_attempt_ms = info.next_attempt_ms;
-        e.info.recipient_status = info.recipient_status;
-        e.state = current->state;
-      } else {
-        e.info.state = MessageState::kQueued;
-        e.info.next_attempt_ms = e.info.arrival_ms;
-        e.info.recipient_status.assign(e.info.envelope.recipients.size(),
-                                       RecipientStatus::kPending);
-      }
-      next = std::move(e);
-      break;
-    }
-    case log::RecordType::kStateUpdate: {
-      if (!current) return Status::Ok();  // removed later on: nothing to update
-      std::string_view payload(r.payload);
-      SPOOL_RETURN_IF_ERROR(internal::DecodeState(&payload, &next->info));
-      next->state = r.location;
-      break;
-    }
-    case log::RecordType::kRemove:
-      next.reset();
-      break;
-    default:
-      return Status::Ok();  // chunks are reached through their commit
-  }
+  SPOOL_ASSIGN_OR_RETURN(std::optional<IndexEntry> next, internal::ReplayRecord(r, current));
   if (next) {
     batch->Put(*next, current ? &*current : nullptr);
   } else if (current) {
     batch->Delete(*current);
   }
-  (*pending)[key] = next;
+  (*pending)[key] = std::move(next);
   return Status::Ok();
 }
 
