@@ -15,6 +15,7 @@
 #include <string>
 #include <vector>
 
+#include "io/file_system.h"
 #include "spool/logging.h"
 #include "spool/message_id.h"
 #include "spool/metrics.h"
@@ -47,6 +48,7 @@ Commands:
   list      list messages (--queue, --state, --older-than, --sender, --recipient, --json)
   show      a message's envelope, state and per-recipient status
   cat       a message's body on stdout, byte for byte
+  export    many messages' bodies, each verified, into files named by id (--dir OUT)
   hold      hold messages: not delivered until released
   release   release held messages: due now
   requeue   make messages due now (held ones are released)
@@ -60,19 +62,20 @@ Global options (before the command):
                         usage error
   -h, --help            this text
 
-The read commands (list, show, cat, stats) always open the spool read-only: they take no
-lock and write nothing, so they work beside a running MTA and on a full or read-only disk.
-The mutating commands (hold, release, requeue, delete) need the spool to themselves: while
-another process has it open they fail, naming the holder.
+The read commands (list, show, cat, export, stats) always open the spool read-only: they
+take no lock and write nothing to it, so they work beside a running MTA and on a full or
+read-only disk. The mutating commands (hold, release, requeue, delete) need the spool to
+themselves: while another process has it open they fail, naming the holder.
 
-Message ids: hold, release, requeue and delete take many; an argument '-' reads more from
-stdin, one per line (blank lines and lines starting with '#' are skipped). Each failure is
-reported on stderr; the others still happen.
+Message ids: export, hold, release, requeue and delete take many; an argument '-' reads
+more from stdin, one per line (blank lines and lines starting with '#' are skipped). Each
+failure is reported on stderr; the others still happen.
 
 Exit status:
   0  success
   1  an operation failed: an id that does not parse or names no message, a corrupt
-     message, a refused state change (for many ids: at least one failed)
+     message, a refused state change, a file export could not write (for many ids: at
+     least one failed)
   2  usage error
   3  the spool cannot be opened (missing, not a spool, held by another process)
 )";
@@ -463,52 +466,111 @@ Runner PlanCat(const Args& a, std::string* error) {
   };
 }
 
-// hold, release, requeue, delete: many ids, "-" for stdin.
-Runner PlanBulk(const Args& a, std::string* error, Status (Spool::*op)(const MessageId&)) {
+// Checks the arguments of a command that takes many ids ("-" for stdin).
+bool ManyIds(const Args& a, std::string* error) {
   if (a.positional.empty()) {
     *error = "no message ids (give ids, or '-' to read them from stdin)";
-    return nullptr;
+    return false;
   }
   if (std::count(a.positional.begin(), a.positional.end(), "-") > 1) {
     *error = "'-' (stdin) given twice";
+    return false;
+  }
+  return true;
+}
+
+// Runs `op` on every id of `args`, reading the ids of a "-" from stdin (one per line;
+// blank lines and '#' comments skipped). Each failure gets its line on stderr and the
+// others still run; then a summary line if any failed. Returns the exit code.
+int ForEachId(const Context& ctx, const std::vector<std::string>& args,
+              const std::function<Status(const MessageId&)>& op) {
+  uint64_t done = 0, failed = 0;
+  const auto apply = [&](const std::string& text) {
+    std::optional<MessageId> id = ParseIdOrReport(ctx, text);
+    if (!id) {
+      ++failed;
+      return;
+    }
+    Status s = op(*id);
+    if (!s.ok()) {
+      PrintOpError(ctx, text, s);
+      ++failed;
+      return;
+    }
+    ++done;
+  };
+  for (const std::string& arg : args) {
+    if (arg != "-") {
+      apply(arg);
+      continue;
+    }
+    std::string line;
+    while (std::getline(std::cin, line)) {
+      const size_t b = line.find_first_not_of(" \t\r");
+      if (b == std::string::npos || line[b] == '#') continue;
+      const size_t e = line.find_last_not_of(" \t\r");
+      apply(line.substr(b, e - b + 1));
+    }
+  }
+  if (failed > 0) {
+    PrintError(ctx.command + ": " + std::to_string(failed) + " of " +
+               std::to_string(failed + done) + " failed");
+    return kExitFailed;
+  }
+  return kExitOk;
+}
+
+// hold, release, requeue, delete.
+Runner PlanBulk(const Args& a, std::string* error, Status (Spool::*op)(const MessageId&)) {
+  if (!ManyIds(a, error)) return nullptr;
+  return [args = a.positional, op](Context& ctx) {
+    return ForEachId(ctx, args, [&](const MessageId& id) { return (ctx.spool->*op)(id); });
+  };
+}
+
+// Writes the body of `id`, verified, to dir/ID: first to a hidden temporary file that is
+// then renamed, so that dir/ID only ever holds a whole verified body. With `sync` the file
+// and the rename are durable before it returns.
+Status ExportOne(io::FileSystem& fs, Spool& spool, const std::string& dir, const MessageId& id,
+                 bool sync) {
+  SPOOL_ASSIGN_OR_RETURN(std::string body, spool.ReadBody(id));
+  const std::string name = id.ToString();
+  const std::string tmp = dir + "/." + name + ".tmp";  // never a message id: no clash
+  fs.Unlink(tmp).IgnoreError();  // the leftover of an interrupted export, usually nothing
+  Status s = [&]() -> Status {
+    SPOOL_ASSIGN_OR_RETURN(std::unique_ptr<io::File> f,
+                           fs.Open(tmp, io::OpenOptions{.create = true, .exclusive = true}));
+    const io::WriteOp op{0, body.data(), body.size()};
+    const size_t ops = body.empty() ? 0 : 1;
+    return fs.WriteBatch(*f, {&op, ops}, sync ? io::Sync::kData : io::Sync::kNone);
+  }();
+  if (s.ok()) s = fs.Rename(tmp, dir + "/" + name);
+  if (!s.ok()) {
+    fs.Unlink(tmp).IgnoreError();  // the failure reported is the first one
+    return s;
+  }
+  return sync ? fs.SyncDir(dir) : Status::Ok();
+}
+
+Runner PlanExport(const Args& a, std::string* error) {
+  const std::string dir = a.Value("--dir").value_or("");
+  if (dir.empty()) {
+    *error = "--dir OUT is needed (the directory for the files)";
     return nullptr;
   }
-  const std::vector<std::string> args = a.positional;
-  return [args, op](Context& ctx) {
-    uint64_t done = 0, failed = 0;
-    const auto apply = [&](const std::string& text) {
-      std::optional<MessageId> id = ParseIdOrReport(ctx, text);
-      if (!id) {
-        ++failed;
-        return;
-      }
-      Status s = (ctx.spool->*op)(*id);
-      if (!s.ok()) {
-        PrintOpError(ctx, text, s);
-        ++failed;
-        return;
-      }
-      ++done;
-    };
-    for (const std::string& arg : args) {
-      if (arg != "-") {
-        apply(arg);
-        continue;
-      }
-      std::string line;
-      while (std::getline(std::cin, line)) {
-        const size_t b = line.find_first_not_of(" \t\r");
-        if (b == std::string::npos || line[b] == '#') continue;
-        const size_t e = line.find_last_not_of(" \t\r");
-        apply(line.substr(b, e - b + 1));
-      }
-    }
-    if (failed > 0) {
-      PrintError(ctx.command + ": " + std::to_string(failed) + " of " +
-                 std::to_string(failed + done) + " failed");
+  if (!ManyIds(a, error)) return nullptr;
+  const bool sync = a.Has("--sync");
+  return [args = a.positional, dir, sync](Context& ctx) {
+    // Plain pwrite and rename: no ring to set up for a tool's few files.
+    StatusOr<std::unique_ptr<io::FileSystem>> fs = io::NewFileSystem(io::Backend::kPosix);
+    Status s = fs.status();
+    if (s.ok()) s = (*fs)->CreateDir(dir);
+    if (!s.ok()) {
+      PrintError(ctx.command + ": " + Printable(s.message()));
       return kExitFailed;
     }
-    return kExitOk;
+    return ForEachId(
+        ctx, args, [&](const MessageId& id) { return ExportOne(**fs, *ctx.spool, dir, id, sync); });
   };
 }
 
@@ -623,6 +685,21 @@ A missing or corrupt message writes nothing to stdout, the reason to stderr, and
 )",
        {},
        PlanCat},
+      {"export",
+       false,
+       "export --dir OUT [--sync] ID... (or - for ids on stdin)",
+       R"(Writes each message's body, byte for byte and after verifying its checksums, to the
+file OUT/ID. OUT is created if missing (not its parents); an existing OUT/ID is replaced.
+A file appears only once its whole body is written: a missing or corrupt message leaves
+no file and gets its line on stderr, the others are still exported, and the exit code is
+then 1. Nothing is written to stdout. The files get mode 0640 (less the umask).
+
+  --dir OUT  the directory for the files
+  --sync     make each file and its name durable (fdatasync, directory fsync) before
+             going on, for copies that must survive a power loss
+)",
+       {{"--dir", true}, {"--sync", false}},
+       PlanExport},
       {"hold",
        true,
        "hold ID... (or - for ids on stdin)",

@@ -14,7 +14,7 @@ namespace spool::ctl {
 // Exit codes (documented in docs/operations.md and in `spool-ctl --help`).
 inline constexpr int kExitOk = 0;
 // An operation failed: an id that does not parse or names no message, a corrupt body,
-// a state change the spool refused, a failed write to stdout.
+// a state change the spool refused, a failed write to stdout or to an exported file.
 inline constexpr int kExitFailed = 1;
 // The command line is wrong: unknown command or option, missing argument, bad value.
 inline constexpr int kExitUsage = 2;
