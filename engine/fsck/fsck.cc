@@ -26,8 +26,10 @@
 #include "log/log.h"
 #include "log/record.h"
 #include "spool/codec.h"
+#include "spool/layout.h"
 #include "spool/logging.h"
 #include "spool/metrics.h"
+#include "spool/replay.h"
 #include "spool/spool.h"
 
 namespace spool::fsck {
@@ -37,16 +39,13 @@ using internal::IndexEntry;
 
 constexpr char kTool[] = "spool-fsck";
 
-// The shard layout, as engine/spool/spool.cc writes it (names and marker format there).
-constexpr char kMarkerFile[] = "SPOOL";
-constexpr char kLockFile[] = "LOCK";
-constexpr char kLogDir[] = "log";
-constexpr char kIndexDir[] = "index";
-constexpr int kMarkerVersion = 1;
-// The largest commit group of a shard, as the spool computes it from the segment size.
-uint64_t BatchCapacity(uint64_t segment_size) {
-  return std::min<uint64_t>(8ull << 20, segment_size / 4 / log::kBlockSize * log::kBlockSize);
-}
+// The shard layout, as the spool writes it.
+using internal::BatchCapacity;
+using internal::kIndexDir;
+using internal::kLockFile;
+using internal::kLogDir;
+using internal::kMarkerFile;
+using internal::Marker;
 
 // Damage a repair has dealt with (the messages it hit are quarantined): one range of a
 // segment per line. Later checks report damage inside these ranges as known, not as an
@@ -71,44 +70,15 @@ std::string LocText(uint64_t segment, uint64_t offset) {
   return "segment " + std::to_string(segment) + " offset " + std::to_string(offset);
 }
 
-struct Marker {
-  int version = 0;
-  uint64_t spool_id = 0;
-  uint32_t shard = 0;
-  uint64_t segment_size = 64ull << 20;
-};
-
-// Reads a shard's SPOOL marker (the format SpoolImpl::ReadOrCreateMarker writes).
-Status ReadMarker(io::FileSystem* fs, const std::string& dir, Marker* m) {
+// Reads a shard's SPOOL marker; a shard that names no segment size has the default one.
+Status ReadShardMarker(io::FileSystem* fs, const std::string& dir, Marker* m) {
   SPOOL_ASSIGN_OR_RETURN(bool exists, fs->Exists(dir));
   if (!exists) return FailedPreconditionError(dir + " does not exist");
   const std::string path = dir + "/" + kMarkerFile;
   SPOOL_ASSIGN_OR_RETURN(exists, fs->Exists(path));
   if (!exists) return FailedPreconditionError(dir + " is not a spool (no " + path + ")");
-  SPOOL_ASSIGN_OR_RETURN(auto f, fs->Open(path, io::OpenOptions{.read_only = true}));
-  std::string text(4096, '\0');
-  size_t got = 0;
-  SPOOL_RETURN_IF_ERROR(
-      fs->Read(*f, 0, {reinterpret_cast<std::byte*>(text.data()), text.size()}, &got));
-  text.resize(got);
-  unsigned long long id = 0, seg_size = 0;
-  unsigned shard = 0;
-  const int fields =
-      std::sscanf(text.c_str(), "spool format %d\nspool id %llu\nshard %u\nsegment size %llu",
-                  &m->version, &id, &shard, &seg_size);
-  if (fields < 3)
-    return FailedPreconditionError(dir + " is not a spool: " + path + " is unreadable");
-  if (m->version > kMarkerVersion) {
-    return FailedPreconditionError(dir + " was written by spool format " +
-                                   std::to_string(m->version) + ", newer than this build's " +
-                                   std::to_string(kMarkerVersion));
-  }
-  m->spool_id = id;
-  m->shard = shard;
-  if (fields == 4 && seg_size >= (1ull << 20) && seg_size % log::kBlockSize == 0) {
-    m->segment_size = seg_size;
-  }
-  return Status::Ok();
+  m->segment_size = Options().segment_size;
+  return internal::ReadMarker(fs, dir, m);
 }
 
 std::string ReadSmallFile(const std::string& path) {
@@ -208,73 +178,35 @@ Status WriteKnownDamage(io::FileSystem* fs, const std::string& dir, const std::s
   return fs->SyncDir(dir);
 }
 
-// The log replayed into an in-memory index from its first record, the way the spool's
-// open replays it into RocksDB (SpoolImpl::Replay in engine/spool/spool.cc; the rules must
-// stay the same).
+// The log replayed into an in-memory index from its first record, by the rules of the
+// spool's open (internal::ReplayRecord).
 class Model {
  public:
   // Applies one intact record. Sets *duplicate when an original (not relocated) message
   // record names an id that is already live, and *undecodable when its payload does not
   // decode.
   void Apply(const log::Record& r, bool* duplicate, Status* undecodable) {
-    const MessageId id(r.id.hi, r.id.lo);
-    const std::string key = internal::IdKey(id);
+    if (!internal::ChangesIndexEntry(r.type)) return;
+    const std::string key = internal::IdKey(MessageId(r.id.hi, r.id.lo));
     auto it = live.find(key);
-    switch (r.type) {
-      case log::RecordType::kMessage:
-      case log::RecordType::kCommit: {
-        IndexEntry e;
-        std::string_view payload(r.payload);
-        Status s;
-        if (r.type == log::RecordType::kMessage) {
-          s = internal::DecodeEnvelope(&payload, &e.info);
-          e.body_offset = static_cast<uint32_t>(r.payload.size() - payload.size());
-        } else {
-          s = internal::DecodeCommit(payload, &e.info, &e.chunks);
-        }
-        if (!s.ok()) {
-          *undecodable = s;
-          return;
-        }
-        e.main = r.location;
-        e.info.id = id;
-        if (it != live.end()) {
-          if ((r.flags & log::kFlagRelocated) == 0) *duplicate = true;
-          const IndexEntry& cur = it->second;
-          e.info.state = cur.info.state;
-          e.info.attempts = cur.info.attempts;
-          e.info.next_attempt_ms = cur.info.next_attempt_ms;
-          e.info.recipient_status = cur.info.recipient_status;
-          e.state = cur.state;
-        } else {
-          e.info.state = MessageState::kQueued;
-          e.info.next_attempt_ms = e.info.arrival_ms;
-          e.info.recipient_status.assign(e.info.envelope.recipients.size(),
-                                         RecipientStatus::kPending);
-        }
-        live[key] = std::move(e);
-        break;
-      }
-      case log::RecordType::kStateUpdate: {
-        if (it == live.end()) return;  // removed later on, or relocated from a recycled segment
-        std::string_view payload(r.payload);
-        IndexEntry next = it->second;
-        Status s = internal::DecodeState(&payload, &next.info);
-        if (!s.ok()) {
-          *undecodable = s;
-          return;
-        }
-        next.state = r.location;
-        it->second = std::move(next);
-        break;
-      }
-      case log::RecordType::kRemove:
-        if (it != live.end()) live.erase(it);
-        removed.insert(key);
-        break;
-      default:
-        return;  // chunks are reached through their commit; padding is nothing
+    std::optional<IndexEntry> current;
+    if (it != live.end()) {
+      current = it->second;
+    } else if (r.type == log::RecordType::kStateUpdate) {
+      return;  // removed later on, or relocated from a recycled segment
     }
+    StatusOr<std::optional<IndexEntry>> next = internal::ReplayRecord(r, std::move(current));
+    if (!next.ok()) {
+      *undecodable = next.status();
+      return;
+    }
+    if (it != live.end() && internal::IsOriginalMessage(r)) *duplicate = true;
+    if (*next) {
+      live[key] = std::move(**next);
+    } else if (it != live.end()) {
+      live.erase(it);
+    }
+    if (r.type == log::RecordType::kRemove) removed.insert(key);
     last_touch[key] = r.location;
   }
 
@@ -1099,7 +1031,7 @@ Status ShardFsck::Repair() {
 }
 
 void ShardFsck::Run() {
-  Status s = ReadMarker(fs_, dir_, &marker_);
+  Status s = ReadShardMarker(fs_, dir_, &marker_);
   if (!s.ok()) {
     Operational(s);
     return;
@@ -1257,7 +1189,7 @@ Report Fsck(const FsckOptions& options) {
                                      : options.lock_holder;
       for (const std::string& dir : options.dirs) {
         Marker m;
-        Status s = ReadMarker(fs->get(), dir, &m);
+        Status s = ReadShardMarker(fs->get(), dir, &m);
         if (s.ok()) {
           StatusOr<std::unique_ptr<io::FileLock>> lock =
               (*fs)->LockFile(dir + "/" + kLockFile, holder);
