@@ -187,6 +187,26 @@ class SpoolCtlTest : public ::testing::Test {
     return Run(args, input);
   }
 
+  // Flips one byte of Fill()'s plain message's body where it lies in its segment file.
+  void CorruptPlainBody() {
+    size_t hits = 0;
+    for (const auto& entry : std::filesystem::directory_iterator(spool_dir_ + "/log")) {
+      if (!entry.is_regular_file()) continue;
+      std::string data = ReadFile(entry.path());
+      for (size_t pos = data.find(kCorruptPattern); pos != std::string::npos;
+           pos = data.find(kCorruptPattern, pos + 1)) {
+        ++hits;
+        const int fd = ::open(entry.path().c_str(), O_WRONLY);
+        ASSERT_GE(fd, 0);
+        const char flipped = static_cast<char>(data[pos + 5] ^ 0x20);
+        ASSERT_EQ(::pwrite(fd, &flipped, 1, static_cast<off_t>(pos + 5)), 1);
+        ASSERT_EQ(::fsync(fd), 0);
+        ::close(fd);
+      }
+    }
+    ASSERT_EQ(hits, 1u) << "the pattern should be stored exactly once";
+  }
+
   // The state of `id` as a fresh (read-only) open sees it, or nullopt if it is gone.
   std::optional<MessageInfo> StateOf(const MessageId& id) {
     Options o;
@@ -225,7 +245,8 @@ TEST_F(SpoolCtlTest, HelpForTheToolAndEachCommand) {
   EXPECT_EQ(r.code, ctl::kExitOk);
   EXPECT_NE(r.out.find("Usage: spool-ctl --spool DIR"), std::string::npos);
   EXPECT_NE(r.out.find("Exit status"), std::string::npos);
-  for (const char* cmd : {"list", "show", "cat", "hold", "release", "requeue", "delete", "stats"}) {
+  for (const char* cmd :
+       {"list", "show", "cat", "export", "hold", "release", "requeue", "delete", "stats"}) {
     r = Run({cmd, "--help"});
     EXPECT_EQ(r.code, ctl::kExitOk) << cmd;
     EXPECT_NE(r.out.find(std::string("spool-ctl --spool DIR[,DIR...] [--read-only] ") + cmd),
@@ -490,23 +511,7 @@ TEST_F(SpoolCtlTest, CatWritesTheBodyByteForByte) {
 
 TEST_F(SpoolCtlTest, CatOfACorruptMessageWritesNothing) {
   const Filled f = Fill();
-  // Flip one byte of the plain message's body where it lies in its segment file.
-  size_t hits = 0;
-  for (const auto& entry : std::filesystem::directory_iterator(spool_dir() + "/log")) {
-    if (!entry.is_regular_file()) continue;
-    std::string data = ReadFile(entry.path());
-    for (size_t pos = data.find(kCorruptPattern); pos != std::string::npos;
-         pos = data.find(kCorruptPattern, pos + 1)) {
-      ++hits;
-      const int fd = ::open(entry.path().c_str(), O_WRONLY);
-      ASSERT_GE(fd, 0);
-      const char flipped = static_cast<char>(data[pos + 5] ^ 0x20);
-      ASSERT_EQ(::pwrite(fd, &flipped, 1, static_cast<off_t>(pos + 5)), 1);
-      ASSERT_EQ(::fsync(fd), 0);
-      ::close(fd);
-    }
-  }
-  ASSERT_EQ(hits, 1u) << "the pattern should be stored exactly once";
+  ASSERT_NO_FATAL_FAILURE(CorruptPlainBody());
 
   CtlResult r = Ctl({"cat", f.plain.ToString()});
   EXPECT_NE(r.code, 0);
@@ -521,6 +526,143 @@ TEST_F(SpoolCtlTest, CatOfACorruptMessageWritesNothing) {
   EXPECT_TRUE(r.out == f.bodies.at(f.binary.ToString()));
   r = Ctl({"show", f.plain.ToString()});
   EXPECT_EQ(r.code, 0) << r.err;
+}
+
+// The files of `dir` by name, with their contents.
+std::map<std::string, std::string> FilesIn(const std::string& dir) {
+  std::map<std::string, std::string> files;
+  for (const auto& entry : std::filesystem::directory_iterator(dir)) {
+    files[entry.path().filename()] = ReadFile(entry.path());
+  }
+  return files;
+}
+
+TEST_F(SpoolCtlTest, ExportWritesEveryBodyByteForByte) {
+  const Filled f = Fill();
+  const std::string out = dir_.Sub("out");
+  std::vector<std::string> args = {"export", "--dir", out};
+  for (const MessageId& id : f.all()) args.push_back(id.ToString());
+  CtlResult r = Ctl(args);
+  ASSERT_EQ(r.code, ctl::kExitOk) << r.err;
+  EXPECT_EQ(r.out, "");
+  EXPECT_EQ(r.err, "");
+  std::map<std::string, std::string> files = FilesIn(out);
+  EXPECT_EQ(files.size(), 4u);  // nothing else: no temporary file left
+  for (const auto& [id, body] : f.bodies) {
+    ASSERT_EQ(files.count(id), 1u) << id;
+    ASSERT_EQ(files[id].size(), body.size()) << id;
+    EXPECT_TRUE(files[id] == body) << "body of " << id << " differs";
+    EXPECT_EQ(
+        std::filesystem::status(out + "/" + id).permissions() & std::filesystem::perms::others_all,
+        std::filesystem::perms::none);
+  }
+
+  // Ids from stdin, with comments and blank lines, into a directory that holds an older
+  // export (replaced), a leftover temporary file (replaced) and an unrelated file (kept).
+  WriteFile(out + "/" + f.plain.ToString(), "stale");
+  WriteFile(out + "/." + f.binary.ToString() + ".tmp", "interrupted");
+  WriteFile(out + "/notes.txt", "mine");
+  const std::string input =
+      "# reviewed\n\n  " + f.plain.ToString() + "\r\n" + f.binary.ToString() + "\n";
+  r = Ctl({"export", "--sync", "--dir=" + out, "-"}, input);
+  ASSERT_EQ(r.code, ctl::kExitOk) << r.err;
+  EXPECT_EQ(r.err, "");
+  files = FilesIn(out);
+  EXPECT_EQ(files.size(), 5u);
+  EXPECT_TRUE(files[f.plain.ToString()] == f.bodies.at(f.plain.ToString()));
+  EXPECT_TRUE(files[f.binary.ToString()] == f.bodies.at(f.binary.ToString()));
+  EXPECT_EQ(files["notes.txt"], "mine");
+
+  // An empty body is an empty file.
+  MessageId empty;
+  {
+    std::unique_ptr<Spool> spool = Open();
+    ASSERT_NE(spool, nullptr);
+    Envelope e;
+    e.recipients = {"e@example.com"};
+    StatusOr<MessageId> id = spool->Enqueue(e, "");
+    ASSERT_TRUE(id.ok()) << id.status().ToString();
+    empty = *id;
+  }
+  r = Ctl({"export", "--dir", out, empty.ToString()});
+  ASSERT_EQ(r.code, ctl::kExitOk) << r.err;
+  EXPECT_TRUE(std::filesystem::is_regular_file(out + "/" + empty.ToString()));
+  EXPECT_EQ(std::filesystem::file_size(out + "/" + empty.ToString()), 0u);
+}
+
+TEST_F(SpoolCtlTest, ExportReportsMissingAndCorruptAmongGoodOnes) {
+  const Filled f = Fill();
+  ASSERT_NO_FATAL_FAILURE(CorruptPlainBody());
+  const MessageId unknown(f.big.time() + 1, f.big.tag());
+  const std::string out = dir_.Sub("out");
+  CtlResult r =
+      Ctl({"export", "--dir", out, f.binary.ToString(), f.plain.ToString(), unknown.ToString(),
+           f.strange.ToString(), "--", "not-an-id", f.big.ToString()});
+  EXPECT_EQ(r.code, ctl::kExitFailed) << r.err;
+  EXPECT_EQ(r.out, "");
+  // The command's own lines; the library logs the damage it meets as well.
+  std::vector<std::string> err;
+  for (const std::string& line : Lines(r.err)) {
+    if (!line.starts_with("spool-ctl: spool log: ")) err.push_back(line);
+  }
+  ASSERT_EQ(err.size(), 4u) << r.err;
+  EXPECT_TRUE(err[0].starts_with("spool-ctl: export " + f.plain.ToString() + ": ")) << err[0];
+  EXPECT_NE(err[0].find("checksum"), std::string::npos) << err[0];
+  EXPECT_TRUE(err[1].starts_with("spool-ctl: export " + unknown.ToString() + ": ")) << err[1];
+  EXPECT_NE(err[2].find("is not a message id"), std::string::npos) << err[2];
+  EXPECT_EQ(err[3], "spool-ctl: export: 3 of 6 failed");
+  // The good ones are there, byte for byte; no file (not even a temporary one) for the rest.
+  std::map<std::string, std::string> files = FilesIn(out);
+  EXPECT_EQ(files.size(), 3u);
+  for (const MessageId& id : {f.binary, f.strange, f.big}) {
+    EXPECT_TRUE(files[id.ToString()] == f.bodies.at(id.ToString())) << id.ToString();
+  }
+  EXPECT_EQ(files.count(f.plain.ToString()), 0u) << "corrupted bytes were exported";
+}
+
+TEST_F(SpoolCtlTest, ExportUsageAndOutputErrors) {
+  const Filled f = Fill();
+  const std::string id = f.plain.ToString();
+  for (const std::vector<std::string>& args : std::vector<std::vector<std::string>>{
+           {"export", id},                      // no --dir
+           {"export", "--dir", "", id},         // empty --dir
+           {"export", "--dir", dir_.Sub("o")},  // no ids
+           {"export", "--dir", dir_.Sub("o"), "-", "-"},
+           {"export", "--dir", dir_.Sub("o"), "--json", id},
+       }) {
+    CtlResult r = Ctl(args);
+    EXPECT_EQ(r.code, ctl::kExitUsage) << r.err;
+    ExpectOneErrorLine(r);
+  }
+  EXPECT_FALSE(std::filesystem::exists(dir_.Sub("o")));
+  // OUT cannot be made: a regular file, a missing parent.
+  WriteFile(dir_.Sub("file"), "x");
+  for (const std::string& out : {dir_.Sub("file"), dir_.Sub("no/such/dir")}) {
+    CtlResult r = Ctl({"export", "--dir", out, id});
+    EXPECT_EQ(r.code, ctl::kExitFailed) << r.err;
+    ExpectOneErrorLine(r);
+    EXPECT_NE(r.err.find(out), std::string::npos) << r.err;
+  }
+  EXPECT_EQ(ReadFile(dir_.Sub("file")), "x");
+  // A file that cannot be written (its temporary name is taken by a directory) or put in
+  // place (its name is a directory): a line for each, the others are exported, and
+  // nothing is left behind.
+  const std::string out = dir_.Sub("out");
+  std::filesystem::create_directories(out + "/." + id + ".tmp/sub");
+  std::filesystem::create_directories(out + "/" + f.binary.ToString() + "/sub");
+  CtlResult r = Ctl({"export", "--dir", out, id, f.binary.ToString(), f.strange.ToString()});
+  EXPECT_EQ(r.code, ctl::kExitFailed) << r.err;
+  std::vector<std::string> err = Lines(r.err);
+  ASSERT_EQ(err.size(), 3u) << r.err;
+  EXPECT_TRUE(err[0].starts_with("spool-ctl: export " + id + ": ")) << err[0];
+  EXPECT_TRUE(err[1].starts_with("spool-ctl: export " + f.binary.ToString() + ": ")) << err[1];
+  EXPECT_EQ(err[2], "spool-ctl: export: 2 of 3 failed");
+  std::map<std::string, std::string> files;
+  for (const auto& entry : std::filesystem::directory_iterator(out)) {
+    if (entry.is_regular_file()) files[entry.path().filename()] = ReadFile(entry.path());
+  }
+  ASSERT_EQ(files.size(), 1u);
+  EXPECT_EQ(files[f.strange.ToString()], f.bodies.at(f.strange.ToString()));
 }
 
 TEST_F(SpoolCtlTest, HoldReleaseRequeueDeleteManyIds) {
