@@ -21,6 +21,7 @@
 #include "spool/metrics.h"
 #include "spool/spool.h"
 #include "spool/status.h"
+#include "util/cli.h"
 
 namespace spool::ctl {
 namespace {
@@ -82,13 +83,7 @@ Exit status:
 
 // ---- Output ----------------------------------------------------------------------------
 
-void PrintError(std::string_view message) {
-  std::string line(kTool);
-  line += ": ";
-  line += message;
-  line += '\n';
-  std::fwrite(line.data(), 1, line.size(), stderr);
-}
+void PrintError(std::string_view message) { cli::PrintError(kTool, message); }
 
 void Out(std::string_view text) { std::fwrite(text.data(), 1, text.size(), stdout); }
 
@@ -230,18 +225,6 @@ std::string ParseArgs(const std::vector<std::string>& argv, size_t begin,
     out->options[name] = value.value_or("");
   }
   return "";
-}
-
-std::vector<std::string> SplitDirs(std::string_view list) {
-  std::vector<std::string> dirs;
-  size_t start = 0;
-  for (;;) {
-    const size_t comma = list.find(',', start);
-    dirs.emplace_back(list.substr(start, comma - start));
-    if (comma == std::string_view::npos) break;
-    start = comma + 1;
-  }
-  return dirs;
 }
 
 std::optional<MessageState> ParseState(std::string_view name) {
@@ -842,7 +825,7 @@ int Run(const std::vector<std::string>& argv) {
   if (!runner) return UsageError(name, error);
   if (!spool_arg) return UsageError("", "--spool DIR[,DIR...] is needed");
   Options options;
-  options.dirs = SplitDirs(*spool_arg);
+  options.dirs = cli::SplitDirs(*spool_arg);
   for (const std::string& d : options.dirs) {
     if (d.empty()) return UsageError("", "empty directory in --spool '" + *spool_arg + "'");
   }

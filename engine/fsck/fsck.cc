@@ -31,6 +31,7 @@
 #include "spool/metrics.h"
 #include "spool/replay.h"
 #include "spool/spool.h"
+#include "util/cli.h"
 
 namespace spool::fsck {
 namespace {
@@ -1336,10 +1337,7 @@ std::string ReportText(const Report& r) {
 
 namespace {
 
-void PrintError(std::string_view message) {
-  std::string line = std::string(kTool) + ": " + std::string(message) + "\n";
-  std::fwrite(line.data(), 1, line.size(), stderr);
-}
+void PrintError(std::string_view message) { cli::PrintError(kTool, message); }
 
 int Usage(std::string_view message) {
   PrintError(std::string(message) + " (see spool-fsck --help)");
@@ -1390,13 +1388,9 @@ int FsckMain(int argc, char** argv) {
     }
   }
   if (!spool_arg) return Usage("--spool DIR[,DIR...] is needed");
-  for (size_t start = 0;;) {
-    const size_t comma = spool_arg->find(',', start);
-    options.dirs.push_back(spool_arg->substr(start, comma - start));
-    if (options.dirs.back().empty())
-      return Usage("empty directory in --spool '" + *spool_arg + "'");
-    if (comma == std::string::npos) break;
-    start = comma + 1;
+  options.dirs = cli::SplitDirs(*spool_arg);
+  for (const std::string& dir : options.dirs) {
+    if (dir.empty()) return Usage("empty directory in --spool '" + *spool_arg + "'");
   }
   if (std::set<std::string>(options.dirs.begin(), options.dirs.end()).size() !=
       options.dirs.size()) {

@@ -19,6 +19,7 @@
 #include "spool/logging.h"
 #include "spool/spool.h"
 #include "spool/status.h"
+#include "util/cli.h"
 
 namespace spool::smtpd {
 namespace {
@@ -67,13 +68,7 @@ Exit status:
   3  the spool cannot be opened (not a spool, held by another process, ...)
 )";
 
-void PrintError(std::string_view message) {
-  std::string line(kTool);
-  line += ": ";
-  line += message;
-  line += '\n';
-  std::fwrite(line.data(), 1, line.size(), stderr);
-}
+void PrintError(std::string_view message) { cli::PrintError(kTool, message); }
 
 bool ParseCount(std::string_view text, uint64_t max, uint64_t* out) {
   if (text.empty() || text.size() > 19) return false;
@@ -85,18 +80,6 @@ bool ParseCount(std::string_view text, uint64_t max, uint64_t* out) {
   if (v > max) return false;
   *out = v;
   return true;
-}
-
-std::vector<std::string> SplitDirs(std::string_view list) {
-  std::vector<std::string> dirs;
-  size_t start = 0;
-  for (;;) {
-    const size_t comma = list.find(',', start);
-    dirs.emplace_back(list.substr(start, comma - start));
-    if (comma == std::string_view::npos) break;
-    start = comma + 1;
-  }
-  return dirs;
 }
 
 // Raises the soft descriptor limit as far as the hard one allows: each connection is a
@@ -196,7 +179,7 @@ std::string ParseFlags(int argc, char** argv, Flags* flags, bool* help) {
   }
   if (!flags->spool || flags->spool->empty()) return "--spool DIR[,DIR...] is required";
   if (flags->listen.empty()) return "--listen HOST:PORT is required";
-  for (const std::string& dir : SplitDirs(*flags->spool)) {
+  for (const std::string& dir : cli::SplitDirs(*flags->spool)) {
     if (dir.empty()) return "--spool: empty directory name in '" + *flags->spool + "'";
   }
   return "";
@@ -264,7 +247,7 @@ int SmtpdMain(int argc, char** argv) {
   RaiseDescriptorLimit(flags.server.max_connections);
 
   Options options = flags.spool_options;
-  options.dirs = SplitDirs(*flags.spool);
+  options.dirs = cli::SplitDirs(*flags.spool);
   options.lock_holder = "spool-smtpd pid " + std::to_string(getpid());
   StatusOr<std::unique_ptr<Spool>> spool = Spool::Open(options);
   if (!spool.ok()) {
