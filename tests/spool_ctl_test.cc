@@ -1,8 +1,6 @@
 // spool-ctl, run as a subprocess against spools filled through the API.
 
 #include <fcntl.h>
-#include <spawn.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -23,8 +21,6 @@
 #include "spool/spool.h"
 #include "test_util.h"
 
-extern char** environ;
-
 #ifndef SPOOL_CTL_PATH
 #error "SPOOL_CTL_PATH must name the spool-ctl binary"
 #endif
@@ -37,23 +33,9 @@ using testing::JsonParser;
 using testing::PromText;
 using testing::TempDir;
 
-struct CtlResult {
-  int code = -1;
-  std::string out;
-  std::string err;
-};
-
-std::string ReadFile(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
-void WriteFile(const std::string& path, const std::string& data) {
-  std::ofstream out(path, std::ios::binary | std::ios::trunc);
-  out.write(data.data(), static_cast<std::streamsize>(data.size()));
-}
+using CtlResult = testing::ProcessResult;
+using testing::ReadFile;
+using testing::WriteFile;
 
 std::vector<std::string> Lines(const std::string& text) {
   std::vector<std::string> lines;
@@ -149,36 +131,7 @@ class SpoolCtlTest : public ::testing::Test {
   CtlResult Run(const std::vector<std::string>& args, const std::string& input = "") {
     const std::string base = dir_.Sub("run" + std::to_string(runs_++));
     WriteFile(base + ".in", input);
-    posix_spawn_file_actions_t fa;
-    posix_spawn_file_actions_init(&fa);
-    posix_spawn_file_actions_addopen(&fa, 0, (base + ".in").c_str(), O_RDONLY, 0);
-    posix_spawn_file_actions_addopen(&fa, 1, (base + ".out").c_str(), O_WRONLY | O_CREAT | O_TRUNC,
-                                     0644);
-    posix_spawn_file_actions_addopen(&fa, 2, (base + ".err").c_str(), O_WRONLY | O_CREAT | O_TRUNC,
-                                     0644);
-    std::vector<std::string> argv_s = {SPOOL_CTL_PATH};
-    argv_s.insert(argv_s.end(), args.begin(), args.end());
-    std::vector<char*> argv;
-    for (std::string& a : argv_s) argv.push_back(a.data());
-    argv.push_back(nullptr);
-    std::vector<char*> envp;
-    for (char** e = environ; *e != nullptr; ++e) {
-      if (!std::string_view(*e).starts_with("SPOOL_LOG_LEVEL=")) envp.push_back(*e);
-    }
-    envp.push_back(nullptr);
-    pid_t pid;
-    CtlResult r;
-    const int rc = posix_spawn(&pid, SPOOL_CTL_PATH, &fa, nullptr, argv.data(), envp.data());
-    posix_spawn_file_actions_destroy(&fa);
-    EXPECT_EQ(rc, 0) << std::strerror(rc);
-    if (rc != 0) return r;
-    int status = 0;
-    while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
-    }
-    r.code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-    r.out = ReadFile(base + ".out");
-    r.err = ReadFile(base + ".err");
-    return r;
+    return testing::RunProcess(SPOOL_CTL_PATH, args, base + ".in", base);
   }
 
   // spool-ctl --spool DIR ARGS...

@@ -1,17 +1,27 @@
 // Shared test helpers: status assertions, temporary directories that clean up, seeded
-// random data. Every test includes this one header.
+// random data, whole-file reads and writes, a tool run as a subprocess. Every test
+// includes this one header.
 
 #ifndef SPOOL_TESTS_TEST_UTIL_H_
 #define SPOOL_TESTS_TEST_UTIL_H_
 
+#include <fcntl.h>
 #include <gtest/gtest.h>
+#include <spawn.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
+#include <cerrno>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
 #include <random>
+#include <sstream>
 #include <string>
+#include <string_view>
+#include <vector>
 
 #include "spool/status.h"
 
@@ -78,6 +88,64 @@ inline std::string RandomBytes(uint64_t seed, size_t size) {
 inline uint64_t TestSeed(uint64_t fallback) {
   const char* env = std::getenv("SPOOL_TEST_SEED");
   return env ? std::strtoull(env, nullptr, 10) : fallback;
+}
+
+// The whole content of a file ("" if it cannot be read).
+inline std::string ReadFile(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+// Replaces the content of a file (creating it) with `data`.
+inline void WriteFile(const std::string& path, const std::string& data) {
+  std::ofstream out(path, std::ios::binary | std::ios::trunc);
+  out.write(data.data(), static_cast<std::streamsize>(data.size()));
+}
+
+// What a finished subprocess left.
+struct ProcessResult {
+  int code = -1;  // its exit status; 128 + the signal if one ended it; -1 if it did not start
+  std::string out;
+  std::string err;
+};
+
+// Runs `binary` with `args` and waits for it: stdin from the file `stdin_path`, stdout and
+// stderr through the files `output`.out and `output`.err. SPOOL_LOG_LEVEL is dropped from
+// its environment, so that its stderr is its own.
+inline ProcessResult RunProcess(const std::string& binary, const std::vector<std::string>& args,
+                                const std::string& stdin_path, const std::string& output) {
+  posix_spawn_file_actions_t fa;
+  posix_spawn_file_actions_init(&fa);
+  posix_spawn_file_actions_addopen(&fa, 0, stdin_path.c_str(), O_RDONLY, 0);
+  posix_spawn_file_actions_addopen(&fa, 1, (output + ".out").c_str(), O_WRONLY | O_CREAT | O_TRUNC,
+                                   0644);
+  posix_spawn_file_actions_addopen(&fa, 2, (output + ".err").c_str(), O_WRONLY | O_CREAT | O_TRUNC,
+                                   0644);
+  std::vector<std::string> argv_s = {binary};
+  argv_s.insert(argv_s.end(), args.begin(), args.end());
+  std::vector<char*> argv;
+  for (std::string& a : argv_s) argv.push_back(a.data());
+  argv.push_back(nullptr);
+  std::vector<char*> envp;
+  for (char** e = environ; *e != nullptr; ++e) {
+    if (!std::string_view(*e).starts_with("SPOOL_LOG_LEVEL=")) envp.push_back(*e);
+  }
+  envp.push_back(nullptr);
+  pid_t pid;
+  ProcessResult r;
+  const int rc = posix_spawn(&pid, binary.c_str(), &fa, nullptr, argv.data(), envp.data());
+  posix_spawn_file_actions_destroy(&fa);
+  EXPECT_EQ(rc, 0) << binary << ": " << std::strerror(rc);
+  if (rc != 0) return r;
+  int status = 0;
+  while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+  }
+  r.code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  r.out = ReadFile(output + ".out");
+  r.err = ReadFile(output + ".err");
+  return r;
 }
 
 }  // namespace spool::testing

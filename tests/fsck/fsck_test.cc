@@ -5,8 +5,6 @@
 #include "fsck/fsck.h"
 
 #include <fcntl.h>
-#include <spawn.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include <cstring>
@@ -28,8 +26,6 @@
 #include "spool/spool.h"
 #include "test_util.h"
 
-extern char** environ;
-
 #ifndef SPOOL_FSCK_PATH
 #error "SPOOL_FSCK_PATH must name the spool-fsck binary"
 #endif
@@ -40,21 +36,11 @@ namespace {
 namespace fs = std::filesystem;
 using testing::Json;
 using testing::JsonParser;
+using testing::ReadFile;
 using testing::TempDir;
+using testing::WriteFile;
 
 constexpr uint64_t kSegmentSize = 1 << 20;  // small segments: many of them, quickly
-
-std::string ReadFile(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
-void WriteFile(const std::string& path, const std::string& data) {
-  std::ofstream out(path, std::ios::binary | std::ios::trunc);
-  out.write(data.data(), static_cast<std::streamsize>(data.size()));
-}
 
 // Overwrites `data.size()` bytes of `path` at `offset`.
 void Patch(const std::string& path, uint64_t offset, const std::string& data) {
@@ -76,9 +62,8 @@ void FlipBit(const std::string& path, uint64_t offset) {
   Patch(path, offset, b);
 }
 
-struct RunResult {
-  int code = -1;
-  std::string out, err;
+// A subprocess's result and, for spool-fsck, its JSON report.
+struct RunResult : testing::ProcessResult {
   Json json;
 };
 
@@ -139,35 +124,8 @@ class FsckTest : public ::testing::Test {
 
   RunResult Run(const std::string& binary, const std::vector<std::string>& args) {
     const std::string base = dir_.Sub("run" + std::to_string(runs_++));
-    posix_spawn_file_actions_t fa;
-    posix_spawn_file_actions_init(&fa);
-    posix_spawn_file_actions_addopen(&fa, 0, "/dev/null", O_RDONLY, 0);
-    posix_spawn_file_actions_addopen(&fa, 1, (base + ".out").c_str(), O_WRONLY | O_CREAT | O_TRUNC,
-                                     0644);
-    posix_spawn_file_actions_addopen(&fa, 2, (base + ".err").c_str(), O_WRONLY | O_CREAT | O_TRUNC,
-                                     0644);
-    std::vector<std::string> argv_s = {binary};
-    argv_s.insert(argv_s.end(), args.begin(), args.end());
-    std::vector<char*> argv;
-    for (std::string& a : argv_s) argv.push_back(a.data());
-    argv.push_back(nullptr);
-    std::vector<char*> envp;
-    for (char** e = environ; *e != nullptr; ++e) {
-      if (!std::string_view(*e).starts_with("SPOOL_LOG_LEVEL=")) envp.push_back(*e);
-    }
-    envp.push_back(nullptr);
-    pid_t pid;
     RunResult r;
-    const int rc = posix_spawn(&pid, binary.c_str(), &fa, nullptr, argv.data(), envp.data());
-    posix_spawn_file_actions_destroy(&fa);
-    EXPECT_EQ(rc, 0) << std::strerror(rc);
-    if (rc != 0) return r;
-    int status = 0;
-    while (waitpid(pid, &status, 0) < 0 && errno == EINTR) {
-    }
-    r.code = WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-    r.out = ReadFile(base + ".out");
-    r.err = ReadFile(base + ".err");
+    static_cast<testing::ProcessResult&>(r) = testing::RunProcess(binary, args, "/dev/null", base);
     std::string error;
     if (binary == SPOOL_FSCK_PATH && r.out.starts_with("{")) {
       EXPECT_TRUE(JsonParser::Parse(r.out, &r.json, &error)) << error << "\n" << r.out;
