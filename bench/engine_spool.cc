@@ -45,7 +45,13 @@ class SpoolEngine : public Engine {
     return Handle{id.time(), id.tag(), body.size()};
   }
 
-  Status Remove(const Handle& h, bool) override { return spool_->Remove(MessageId(h.a, h.b)); }
+  // A durable removal waits for its commit; otherwise RemoveAsync, which becomes durable
+  // with a later commit, like the rocksdb engine's Delete without sync.
+  Status Remove(const Handle& h, bool durable) override {
+    if (durable) return spool_->Remove(MessageId(h.a, h.b));
+    spool_->RemoveAsync(MessageId(h.a, h.b), nullptr);
+    return Status::Ok();
+  }
 
   StatusOr<uint64_t> Read(const Handle& h) override {
     SPOOL_ASSIGN_OR_RETURN(std::string body, spool_->ReadBody(MessageId(h.a, h.b)));

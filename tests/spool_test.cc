@@ -640,5 +640,51 @@ TEST_F(SpoolTest, SimulatedPowerLossDuringReclamation) {
   EXPECT_GT(crashes_during_reclaim, 0);
 }
 
+TEST_F(SpoolTest, RemoveAsyncHidesAtOnceAndIsDurableWhenDone) {
+  options_.segment_size = 1 << 20;
+  ASSERT_OK_AND_ASSIGN(auto spool, Spool::Open(options_));
+  std::vector<MessageId> ids;
+  std::map<MessageId, std::string> kept;
+  for (int i = 0; i < 400; ++i) {
+    std::string body = RandomBytes(i, 5000);
+    ASSERT_OK_AND_ASSIGN(MessageId id, spool->Enqueue(MakeEnvelope(), body));
+    ids.push_back(id);
+    if (i % 4 == 0) kept[id] = body;
+  }
+  std::atomic<int> pending{0}, failed{0};
+  for (const MessageId& id : ids) {
+    if (kept.count(id)) continue;
+    pending.fetch_add(1);
+    spool->RemoveAsync(id, [&](const Status& s) {
+      if (!s.ok()) failed.fetch_add(1);
+      pending.fetch_sub(1);
+    });
+    // Gone at once for every reader, and for a second removal.
+    EXPECT_EQ(spool->Get(id).status().code(), Code::kNotFound);
+    EXPECT_EQ(spool->ReadBody(id).status().code(), Code::kNotFound);
+    EXPECT_EQ(spool->Hold(id).code(), Code::kNotFound);
+  }
+  spool->RemoveAsync(MessageId(), nullptr);  // bad input: no callback, no crash
+  bool called = false;
+  spool->RemoveAsync(ids[1], [&](const Status& s) {
+    called = true;
+    EXPECT_EQ(s.code(), Code::kNotFound);
+  });
+  EXPECT_TRUE(called);
+  while (pending.load() != 0) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  EXPECT_EQ(failed.load(), 0);
+  // Durable once done: a crash does not bring them back, and the rest is intact.
+  internal::CloseAsIfCrashed(std::move(spool));
+  ASSERT_OK_AND_ASSIGN(spool, Spool::Open(options_));
+  for (const MessageId& id : ids) {
+    if (kept.count(id)) {
+      ASSERT_OK_AND_ASSIGN(std::string body, spool->ReadBody(id));
+      EXPECT_EQ(body, kept[id]);
+    } else {
+      EXPECT_EQ(spool->Get(id).status().code(), Code::kNotFound) << id.ToString();
+    }
+  }
+}
+
 }  // namespace
 }  // namespace spool

@@ -97,8 +97,13 @@ struct Log::Waiter {
 struct Log::Batch {
   AlignedBuffer buf;
   size_t capacity = 0;
-  size_t used = 0;   // bytes reserved
-  int encoding = 0;  // producers still copying into buf
+  size_t used = 0;  // bytes reserved
+  // Producers still copying into buf: raised under mu_, lowered without it. The writer
+  // sets writer_waiting before it waits for zero; the producer that lowers it to zero
+  // and sees writer_waiting takes mu_ once so that the writer's condition is re-checked
+  // (both sides use sequentially consistent operations: one of them sees the other).
+  std::atomic<int> encoding{0};
+  std::atomic<bool> writer_waiting{false};
   std::vector<uint32_t> offsets;
   std::vector<CommittedRecord> records;
   std::vector<Waiter> waiters;
@@ -118,7 +123,8 @@ struct Log::Batch {
     seg = nullptr;
     io_done = false;
     used = 0;
-    encoding = 0;
+    encoding.store(0);
+    writer_waiting.store(false);
     offsets.clear();
     records.clear();
     waiters.clear();
@@ -797,8 +803,9 @@ void Log::AppendAsync(std::span<const AppendRecord> records, AppendCallback done
     }
     dst += RecordFootprint(payload);
   }
-  MutexLock l(&mu_);
-  --batch->encoding;
+  if (batch->encoding.fetch_sub(1) == 1 && batch->writer_waiting.load()) {
+    MutexLock l(&mu_);  // the writer waits for this batch: its condition is evaluated now
+  }
 }
 
 Status Log::Append(std::span<const AppendRecord> records, std::vector<Location>* locations) {
@@ -875,7 +882,8 @@ void Log::WriterLoop() {
       sealed_.push_back(open_);
       open_ = nullptr;
     }
-    auto encoded = [b]() { return b->encoding == 0; };
+    b->writer_waiting.store(true);
+    auto encoded = [b]() { return b->encoding.load() == 0; };
     mu_.Await(absl::Condition(&encoded));
     sealed_.pop_front();
     Status s = fault_.ok() ? PlaceBatch(*b) : fault_;

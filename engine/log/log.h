@@ -67,7 +67,7 @@ struct LogOptions {
   size_t batch_capacity = 8u << 20;
   // Batch buffers: one being written, one being completed, one filling, the rest absorb
   // bursts.
-  int batch_buffers = 4;
+  int batch_buffers = 12;
   // Free segments kept zero-filled ahead of need by the background thread.
   int ready_segments = 2;
   // How long a producer waits for room in a batch buffer before failing with kOverload.

@@ -78,6 +78,8 @@ constexpr uint64_t kFlushRecords = 20000;
 // A segment the reclaimer decided to keep is scanned again after this long at the
 // earliest (each scan reads it whole and looks up every record in the index).
 constexpr std::chrono::seconds kRescanInterval{2};
+// How long a statfs of a shard with plenty of room is reused by admission.
+constexpr int64_t kSpaceCacheUs = 100000;
 // Replay writes the index in batches of this many operations.
 constexpr int kReplayBatchOps = 1024;
 
@@ -159,6 +161,22 @@ struct Shard {
   uint64_t scrub_next = 0;
   std::chrono::steady_clock::time_point scrub_at;
 
+  // The last statfs of the shard's filesystem and when (ShardSpace).
+  Mutex space_mu;
+  io::SpaceInfo space ABSL_GUARDED_BY(space_mu);
+  int64_t space_at_us ABSL_GUARDED_BY(space_mu) = -1;
+
+  // Messages whose asynchronous removal is not yet durable: gone for lookups, and a
+  // reason for reclamation to wait (their records must stay until the removal holds).
+  Mutex removing_mu;
+  std::set<MessageId> removing ABSL_GUARDED_BY(removing_mu);
+  std::atomic<size_t> removing_count{0};
+  bool Removing(const MessageId& id) {
+    if (removing_count.load() == 0) return false;
+    MutexLock l(&removing_mu);
+    return removing.count(id) != 0;
+  }
+
   // Segments holding chunks of streamed messages not yet committed: the index does not
   // know them yet, so reclamation must leave these segments alone.
   std::multiset<uint64_t> pinned ABSL_GUARDED_BY(mu);
@@ -224,6 +242,7 @@ class SpoolImpl : public Spool {
   Status Release(const MessageId& id) override;
   Status Requeue(const MessageId& id) override;
   Status Remove(const MessageId& id) override;
+  void RemoveAsync(const MessageId& id, std::function<void(const Status&)> done) override;
   StatusOr<std::vector<MessageId>> ScanDue(std::string_view queue, int64_t now_ms,
                                            size_t limit) override;
   Status ForEach(const std::function<bool(const MessageInfo&)>& visit) override;
@@ -253,6 +272,9 @@ class SpoolImpl : public Spool {
                 std::map<std::string, std::optional<IndexEntry>>* pending);
   void OnDurable(Shard& shard, std::span<const log::CommittedRecord> records);
   Status ShardAdmission(Shard& shard, uint64_t expected_size);
+  // The shard's free space: statfs at most every kSpaceCacheUs while there is plenty, at
+  // every call near the minimum.
+  StatusOr<io::SpaceInfo> ShardSpace(Shard& shard, uint64_t expected_size);
   // A latched fault of the shard (log, index, RocksDB background error), or OK.
   Status LatchedFault(Shard& shard);
   // The same as the status to answer with (an I/O error latched: kUnavailable).
@@ -643,9 +665,28 @@ Status SpoolImpl::IndexHealth(Shard& shard) {
   return shard.index_fault;
 }
 
+StatusOr<io::SpaceInfo> SpoolImpl::ShardSpace(Shard& shard, uint64_t expected_size) {
+  const int64_t now = static_cast<int64_t>(NowMicros());
+  {
+    MutexLock l(&shard.space_mu);
+    // Plenty: four times what admission needs, so that 100 ms of writing at any speed a
+    // disk can take cannot cross the minimum unnoticed.
+    const bool plenty = shard.space.bytes_free > 4 * (options_.min_free_bytes + expected_size) &&
+                        shard.space.inodes_free > 4 * options_.min_free_inodes;
+    if (shard.space_at_us >= 0 && now - shard.space_at_us < kSpaceCacheUs && plenty) {
+      return shard.space;
+    }
+  }
+  SPOOL_ASSIGN_OR_RETURN(io::SpaceInfo space, fs_->GetSpace(shard.dir));
+  MutexLock l(&shard.space_mu);
+  shard.space = space;
+  shard.space_at_us = now;
+  return space;
+}
+
 Status SpoolImpl::ShardAdmission(Shard& shard, uint64_t expected_size) {
   SPOOL_RETURN_IF_ERROR(ShardFault(shard));
-  SPOOL_ASSIGN_OR_RETURN(io::SpaceInfo space, fs_->GetSpace(shard.dir));
+  SPOOL_ASSIGN_OR_RETURN(io::SpaceInfo space, ShardSpace(shard, expected_size));
   if (space.bytes_free < options_.min_free_bytes + expected_size) {
     return StorageFullError(shard.dir + ": " + std::to_string(space.bytes_free >> 20) +
                             " MiB free, under the minimum of " +
@@ -892,6 +933,7 @@ StatusOr<MessageId> SpoolImpl::CommitChunked(Shard& shard, MessageInfo info,
 }
 
 StatusOr<IndexEntry> SpoolImpl::Lookup(Shard& shard, const MessageId& id) {
+  if (shard.Removing(id)) return NotFoundError("no message " + id.ToString() + " (removed)");
   SPOOL_ASSIGN_OR_RETURN(std::optional<IndexEntry> e, shard.index->Get(id));
   if (!e) {
     // A message acknowledged while the index was failing is in the log, not yet here.
@@ -989,6 +1031,49 @@ Status SpoolImpl::Remove(const MessageId& id) {
   SPOOL_RETURN_IF_ERROR(shard->log->Append({&rec, 1}, nullptr));
   removed_.fetch_add(1);
   return Status::Ok();
+}
+
+void SpoolImpl::RemoveAsync(const MessageId& id, std::function<void(const Status&)> done) {
+  auto answer = [&](const Status& s) {
+    if (done) done(s);
+  };
+  if (Status s = WritableCheck(); !s.ok()) return answer(s);
+  StatusOr<Shard*> found = ShardOf(id);
+  if (!found.ok()) return answer(found.status());
+  Shard* shard = *found;
+  if (Status s = IndexHealth(*shard); !s.ok()) return answer(s);
+  // The stripe lock orders this removal with other changes of the message; the removing
+  // set then hides it until the removal is durable and applied to the index.
+  MutexLock stripe(&StripeOf(id));
+  StatusOr<IndexEntry> old = Lookup(*shard, id);
+  if (!old.ok()) return answer(old.status());
+  {
+    MutexLock l(&shard->removing_mu);
+    shard->removing.insert(id);
+    shard->removing_count.fetch_add(1);
+  }
+  auto op = std::make_unique<IndexOp>();
+  op->remove = true;
+  op->entry = std::move(old).value();
+  op->slots = {IndexOp::Slot::kMain};
+  log::AppendRecord rec;
+  rec.type = log::RecordType::kRemove;
+  rec.id = ToRecordId(id);
+  rec.part_count = 0;
+  rec.context = op.get();
+  IndexOp* raw = op.release();  // owned by the callback, which the log always calls
+  shard->log->AppendAsync({&rec, 1}, [this, raw, shard, id, done = std::move(done)](
+                                         const Status& st, std::span<const log::Location>) {
+    std::unique_ptr<IndexOp> own(raw);
+    {
+      // The durable hook has applied the removal (or it failed and the message stays).
+      MutexLock l(&shard->removing_mu);
+      shard->removing.erase(id);
+      shard->removing_count.fetch_sub(1);
+    }
+    if (st.ok()) removed_.fetch_add(1);
+    if (done) done(st);
+  });
 }
 
 // ---- Reads ---------------------------------------------------------------------------------
@@ -1528,6 +1613,8 @@ StatusOr<bool> SpoolImpl::ReclaimOldest(Shard& shard) {
     MutexLock stripe(&StripeOf(id));
     SPOOL_ASSIGN_OR_RETURN(std::optional<IndexEntry> e, shard.index->Get(id));
     if (!e) continue;  // removed meanwhile
+    // A removal in flight: its outcome decides whether the records are still needed.
+    if (shard.Removing(id)) return false;
     // A quarantined message's records are damaged and never read again: they are not
     // copied (they could not be), and its envelope stays in the index for the operator.
     if (e->info.state == MessageState::kCorrupt) continue;

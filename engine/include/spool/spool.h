@@ -209,6 +209,12 @@ class Spool {
   virtual Status Requeue(const MessageId& id) = 0;
   // Removes a message for good (delivered, bounced, or deleted by an operator).
   virtual Status Remove(const MessageId& id) = 0;
+  // The asynchronous form, for a delivery thread that need not wait: `done` (may be
+  // empty) runs on a spool thread once the removal is durable, or failed (the message is
+  // then still there, intact). From the call on, the message is gone for Get, ReadBody,
+  // state changes and scans. Until `done` runs, a crash may bring the message back (a
+  // second delivery, never a loss).
+  virtual void RemoveAsync(const MessageId& id, std::function<void(const Status&)> done) = 0;
 
   // The queued messages of `queue` whose next attempt is at or before now_ms, earliest
   // first, at most `limit`.
