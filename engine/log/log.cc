@@ -365,20 +365,24 @@ Status Log::ScanSegment(Segment& seg, uint64_t limit, bool exact, const Location
                         uint64_t* last_batch, std::vector<Record>* survivors) {
   const uint64_t epoch = seg.seq;
   const size_t view_size = std::max<size_t>(8u << 20, options_.batch_capacity + kBlockSize);
-  std::vector<std::byte> buf(view_size);
+  // Windows start on block boundaries and the buffer is aligned, so that reads of O_DIRECT
+  // segments land in it directly (no bounce buffer, no copy, no zero-fill).
+  AlignedBuffer buf = AllocateAligned(view_size);
   uint64_t win_off = 0;
   size_t win_len = 0;
   // Makes [off, off + n) readable in buf; nullptr if the file ends first.
   auto view = [&](uint64_t off, uint64_t n) -> StatusOr<const std::byte*> {
-    if (off >= win_off && off + n <= win_off + win_len) return buf.data() + (off - win_off);
-    if (n > view_size) return static_cast<const std::byte*>(nullptr);
-    win_off = off;
-    SPOOL_RETURN_IF_ERROR(ReadSegment(
-        seg, off, {buf.data(), static_cast<size_t>(std::min<uint64_t>(view_size, limit - off))},
-        &win_len));
+    if (off >= win_off && off + n <= win_off + win_len) return buf.get() + (off - win_off);
+    const uint64_t start = off / kBlockSize * kBlockSize;
+    if (off + n - start > view_size) return static_cast<const std::byte*>(nullptr);
+    win_off = start;
+    const uint64_t want = std::min<uint64_t>(view_size, AlignUp(limit, kBlockSize) - start);
+    SPOOL_RETURN_IF_ERROR(
+        ReadSegment(seg, start, {buf.get(), static_cast<size_t>(want)}, &win_len));
+    win_len = static_cast<size_t>(std::min<uint64_t>(win_len, limit - start));
     report->bytes += win_len;
-    if (n > win_len) return static_cast<const std::byte*>(nullptr);
-    return buf.data();
+    if (off + n > win_off + win_len) return static_cast<const std::byte*>(nullptr);
+    return buf.get() + (off - win_off);
   };
   // The first block boundary after `from` holding an intact header of this epoch whose
   // batch is newer than `after_batch` and, with `acked` > 0, that was placed when batch
@@ -396,6 +400,27 @@ Status Log::ScanSegment(Segment& seg, uint64_t limit, bool exact, const Location
       }
     }
     return uint64_t{0};
+  };
+  // Both searches of the tail at once, in one read of the rest of the segment: *acked_after
+  // as find_valid_after(from, after_batch - 1, after_batch), *newer as
+  // find_valid_after(from, newer_than, 0). Stops early once the first is found, and the
+  // second too when `need_newer`.
+  auto find_tail = [&](uint64_t from, uint64_t after_batch, uint64_t newer_than, bool need_newer,
+                       uint64_t* acked_after, uint64_t* newer) -> Status {
+    *acked_after = *newer = 0;
+    for (uint64_t off = AlignUp(from + 1, kBlockSize); off + sizeof(RecordHeader) <= limit;
+         off += kBlockSize) {
+      SPOOL_ASSIGN_OR_RETURN(const std::byte* p, view(off, sizeof(RecordHeader)));
+      if (p == nullptr) break;
+      RecordHeader h;
+      if (DecodeRecordHeader(p, epoch, limit - off, &h) != HeaderState::kValid) continue;
+      if (*newer == 0 && h.batch_seq > newer_than) *newer = off;
+      if (*acked_after == 0 && h.batch_seq > after_batch - 1 && AckedThrough(h) >= after_batch) {
+        *acked_after = off;
+      }
+      if (*acked_after != 0 && (*newer != 0 || !need_newer)) break;
+    }
+    return Status::Ok();
   };
 
   uint64_t pos = kSegmentDataStart;
@@ -462,10 +487,11 @@ Status Log::ScanSegment(Segment& seg, uint64_t limit, bool exact, const Location
       // open rather than dropped, as they may be acknowledged if the damage was not a
       // tear after all.
       const uint64_t damaged_batch = at_batch_end ? prev_batch + 1 : prev_batch;
-      SPOOL_ASSIGN_OR_RETURN(resume, find_valid_after(pos, damaged_batch - 1, damaged_batch));
+      uint64_t next = 0;
+      SPOOL_RETURN_IF_ERROR(
+          find_tail(pos, damaged_batch, prev_batch, in_torn_tail, &resume, &next));
       if (resume == 0 || in_torn_tail) {
         if (!in_torn_tail) torn_at = pos;
-        SPOOL_ASSIGN_OR_RETURN(uint64_t next, find_valid_after(pos, prev_batch, 0));
         if (!clean_end)
           report->torn_tail_bytes += (next ? next : AlignUp(pos + 1, kBlockSize)) - pos;
         if (next == 0) break;
@@ -1109,6 +1135,10 @@ Status Log::OpenDirect(Segment& seg) {
 
 Status Log::ReadSegment(Segment& seg, uint64_t offset, std::span<std::byte> out, size_t* got) {
   if (seg.direct == nullptr) return fs_->Read(*seg.file, offset, out, got);
+  if (offset % kBlockSize == 0 && out.size() % kBlockSize == 0 &&
+      reinterpret_cast<uintptr_t>(out.data()) % io::kDirectIoAlignment == 0) {
+    return fs_->Read(*seg.direct, offset, out, got);  // aligned already: no bounce
+  }
   // Segments written with O_DIRECT are read with O_DIRECT too: buffered reads (and their
   // readahead) racing direct writes can leave stale pages in the page cache, which outlive
   // the process and would show a later open zeros where records are.
