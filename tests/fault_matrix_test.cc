@@ -16,6 +16,7 @@
 #include "spool/internal.h"
 #include "spool/smtp_reply.h"
 #include "spool/spool.h"
+#include "spool_test_util.h"
 #include "test_util.h"
 
 namespace spool {
@@ -24,14 +25,10 @@ namespace {
 using spool::testing::RandomBytes;
 using spool::testing::TempDir;
 
+// Frequent checkpoints and re-probes: more of both happen within each cell's workload.
 Options MatrixOptions(const std::string& dir) {
-  Options o;
-  o.dirs = {dir};
-  o.segment_size = 1 << 20;
-  o.stream_chunk_size = 64 << 10;
-  o.min_free_bytes = 1 << 20;
+  Options o = testing::SmallSpoolOptions({dir});
   o.checkpoint_interval_ms = 50;
-  o.max_commit_wait_ms = 60000;
   o.reprobe_interval_ms = 20;
   return o;
 }
