@@ -14,34 +14,21 @@
 #include "io/fault_file_system.h"
 #include "spool/internal.h"
 #include "spool/smtp_reply.h"
+#include "spool_test_util.h"
 #include "test_util.h"
 
 namespace spool {
 namespace {
 
+using spool::testing::MakeEnvelope;
 using spool::testing::RandomBytes;
 using spool::testing::TempDir;
 
+// A small message size limit: the size checks are quick to reach.
 Options TestOptions(const std::vector<std::string>& dirs) {
-  Options o;
-  o.dirs = dirs;
-  o.segment_size = 1 << 20;
-  o.stream_chunk_size = 64 << 10;
+  Options o = testing::SmallSpoolOptions(dirs);
   o.max_message_size = 8 << 20;
-  o.min_free_bytes = 1 << 20;
-  o.checkpoint_interval_ms = 100;
-  // A loaded CI machine can stall syncs for seconds; overload is not what these test.
-  o.max_commit_wait_ms = 60000;
   return o;
-}
-
-Envelope MakeEnvelope(int n = 2, std::string queue = "default") {
-  Envelope e;
-  e.sender = "alice@example.org";
-  for (int i = 0; i < n; ++i) e.recipients.push_back("rcpt" + std::to_string(i) + "@example.net");
-  e.queue = std::move(queue);
-  e.metadata = "helo=mx.example.org";
-  return e;
 }
 
 class SpoolTest : public ::testing::Test {
