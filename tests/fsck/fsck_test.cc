@@ -141,6 +141,14 @@ class FsckTest : public ::testing::Test {
     }
     return out;
   }
+  // The message ids of the report's problems of `kind`.
+  static std::set<std::string> IdsWith(const RunResult& r, const std::string& kind) {
+    std::set<std::string> out;
+    for (const Json& p : r.json["problems"].array) {
+      if (p["kind"].str == kind) out.insert(p["id"].str);
+    }
+    return out;
+  }
   static const Json* FindProblem(const RunResult& r, const std::string& kind,
                                  const std::string& id = "") {
     for (const Json& p : r.json["problems"].array) {
@@ -344,10 +352,7 @@ TEST_F(FsckTest, ZeroedBlocksInASealedSegment) {
   RunResult r = Fsck({});
   EXPECT_EQ(r.code, fsck::kExitUncorrected) << r.out;
   EXPECT_NE(FindProblem(r, "corrupt_message", victim.ToString()), nullptr) << r.out;
-  std::set<std::string> damaged;
-  for (const Json& p : r.json["problems"].array) {
-    if (p["kind"].str == "corrupt_message") damaged.insert(p["id"].str);
-  }
+  const std::set<std::string> damaged = IdsWith(r, "corrupt_message");
   RepairAndVerify(damaged);
 }
 
@@ -376,10 +381,7 @@ TEST_F(FsckTest, MissingSegment) {
   const Json* missing = FindProblem(r, "missing_segment");
   ASSERT_NE(missing, nullptr) << r.out;
   EXPECT_EQ((*missing)["segment"].Uint(), e.main.segment);
-  std::set<std::string> damaged;
-  for (const Json& p : r.json["problems"].array) {
-    if (p["kind"].str == "corrupt_message") damaged.insert(p["id"].str);
-  }
+  const std::set<std::string> damaged = IdsWith(r, "corrupt_message");
   EXPECT_EQ(damaged.count(victim.ToString()), 1u) << r.out;
   RepairAndVerify(damaged);
 }
@@ -462,10 +464,7 @@ TEST_F(FsckTest, StaleEpochBytesOverLiveRecords) {
   RunResult r = Fsck({});
   EXPECT_EQ(r.code, fsck::kExitUncorrected) << r.out;
   EXPECT_NE(FindProblem(r, "corrupt_message", victim.ToString()), nullptr) << r.out;
-  std::set<std::string> damaged;
-  for (const Json& p : r.json["problems"].array) {
-    if (p["kind"].str == "corrupt_message") damaged.insert(p["id"].str);
-  }
+  const std::set<std::string> damaged = IdsWith(r, "corrupt_message");
   RepairAndVerify(damaged);
 }
 
