@@ -389,6 +389,20 @@ static int FsUtimens(const char* path, const struct timespec tv[2], struct fuse_
   return utimensat(AT_FDCWD, p, tv, AT_SYMLINK_NOFOLLOW) == 0 ? 0 : -errno;
 }
 
+// Makes the open descriptor `fd` of `path` the file handle of `fi`. On failure closes fd
+// and returns -ENOMEM.
+static int AttachHandle(int fd, const char* path, struct fuse_file_info* fi) {
+  struct Handle* h = calloc(1, sizeof(*h));
+  if (h == NULL) {
+    close(fd);
+    return -ENOMEM;
+  }
+  h->fd = fd;
+  snprintf(h->path, sizeof(h->path), "%s", path);
+  fi->fh = (uint64_t)(uintptr_t)h;
+  return 0;
+}
+
 static int OpenHandle(const char* path, int flags, mode_t mode, bool create,
                       struct fuse_file_info* fi) {
   char p[PATH_MAX];
@@ -398,16 +412,9 @@ static int OpenHandle(const char* path, int flags, mode_t mode, bool create,
   flags &= ~O_DIRECT;
   int fd = create ? open(p, flags, mode) : open(p, flags);
   if (fd < 0) return -errno;
-  struct Handle* h = calloc(1, sizeof(*h));
-  if (h == NULL) {
-    close(fd);
-    return -ENOMEM;
-  }
-  h->fd = fd;
-  snprintf(h->path, sizeof(h->path), "%s", path);
-  fi->fh = (uint64_t)(uintptr_t)h;
-  fi->direct_io = 1;
-  return 0;
+  int err = AttachHandle(fd, path, fi);
+  if (err == 0) fi->direct_io = 1;
+  return err;
 }
 
 static int FsCreate(const char* path, mode_t mode, struct fuse_file_info* fi) {
@@ -507,15 +514,7 @@ static int FsOpendir(const char* path, struct fuse_file_info* fi) {
   BackingPath(p, path);
   int fd = open(p, O_RDONLY | O_DIRECTORY);
   if (fd < 0) return -errno;
-  struct Handle* h = calloc(1, sizeof(*h));
-  if (h == NULL) {
-    close(fd);
-    return -ENOMEM;
-  }
-  h->fd = fd;
-  snprintf(h->path, sizeof(h->path), "%s", path);
-  fi->fh = (uint64_t)(uintptr_t)h;
-  return 0;
+  return AttachHandle(fd, path, fi);
 }
 
 static int FsReleasedir(const char* path, struct fuse_file_info* fi) { return FsRelease(path, fi); }

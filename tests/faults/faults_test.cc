@@ -625,6 +625,22 @@ HelperResult ParseResult(const std::string& text) {
   return r;
 }
 
+// The helper's open as nobody was refused for want of permission: 451 4.3.5, and an
+// operator message that says so and names `path` (the spool or a parent of it).
+void ExpectOpenRefused(const HelperReport& r, const std::string& path) {
+  ASSERT_EQ(r.exit_code, 0) << ::testing::PrintToString(r.lines);
+  ASSERT_EQ(r.results.size(), 1u) << ::testing::PrintToString(r.lines);
+  HelperResult res = ParseResult(r.results[0]);
+  EXPECT_EQ(res.code, static_cast<int>(Code::kPermission)) << r.results[0];
+  EXPECT_EQ(res.smtp, 451) << r.results[0];
+  EXPECT_EQ(res.enhanced, "4.3.5") << r.results[0];
+  EXPECT_NE(res.message.find(path), std::string::npos)
+      << "operator message should name " << path << ": " << res.message;
+  EXPECT_NE(res.message.find("ermission denied"), std::string::npos)
+      << "operator message should say why: " << res.message;
+  Info("operator message: %s\n", res.message.c_str());
+}
+
 class EaccesTest : public FaultTest {
  protected:
   void SetUp() override {
@@ -643,17 +659,7 @@ TEST_F(EaccesTest, OpenNewSpoolInRootOwnedDirGives451_435) {
     if (dir == tmp_.Sub("empty")) {
       ASSERT_EQ(mkdir(dir.c_str(), 0755), 0);
     }
-    HelperReport r = RunHelper("open", dir);
-    ASSERT_EQ(r.exit_code, 0) << ::testing::PrintToString(r.lines);
-    ASSERT_EQ(r.results.size(), 1u) << ::testing::PrintToString(r.lines);
-    HelperResult res = ParseResult(r.results[0]);
-    EXPECT_EQ(res.code, static_cast<int>(Code::kPermission)) << r.results[0];
-    EXPECT_EQ(res.smtp, 451) << r.results[0];
-    EXPECT_EQ(res.enhanced, "4.3.5") << r.results[0];
-    EXPECT_NE(res.message.find(tmp_.path()), std::string::npos)
-        << "operator message should name the path: " << res.message;
-    EXPECT_NE(res.message.find("ermission denied"), std::string::npos)
-        << "operator message should say why: " << res.message;
+    ExpectOpenRefused(RunHelper("open", dir), tmp_.path());
   }
 }
 
@@ -668,18 +674,7 @@ TEST_F(EaccesTest, OpenRootSpoolAsNobodyGives451_435AndLosesNothing) {
   for (int i = 0; i < 5; ++i) ASSERT_OK(ledger.Enqueue(*spool_, 5000).status());
   spool_.reset();
 
-  HelperReport r = RunHelper("open", dir);
-  ASSERT_EQ(r.exit_code, 0) << ::testing::PrintToString(r.lines);
-  ASSERT_EQ(r.results.size(), 1u) << ::testing::PrintToString(r.lines);
-  HelperResult res = ParseResult(r.results[0]);
-  EXPECT_EQ(res.code, static_cast<int>(Code::kPermission)) << r.results[0];
-  EXPECT_EQ(res.smtp, 451) << r.results[0];
-  EXPECT_EQ(res.enhanced, "4.3.5") << r.results[0];
-  EXPECT_NE(res.message.find(dir), std::string::npos)
-      << "operator message should name the spool: " << res.message;
-  EXPECT_NE(res.message.find("ermission denied"), std::string::npos)
-      << "operator message should say why: " << res.message;
-  Info("operator message: %s\n", res.message.c_str());
+  ExpectOpenRefused(RunHelper("open", dir), dir);
 
   ASSERT_OK(OpenSpool(o));
   ExpectIntact(*spool_, ledger, "root reopens after the refused open");
