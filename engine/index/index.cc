@@ -6,6 +6,7 @@
 #include <rocksdb/write_batch.h>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
 #include <cstdarg>
 #include <cstdio>
@@ -76,15 +77,20 @@ struct Index::Listener : public rocksdb::EventListener {
     MutexLock l(&mu);
     if (error != nullptr && !error->ok() && status.ok()) {
       status = FromRocks(*error, "index background work");
+      failed.store(true);
       Log(LogLevel::kError, status.ToString());
     }
   }
   void OnErrorRecoveryEnd(const rocksdb::BackgroundErrorRecoveryInfo& info) override {
     MutexLock l(&mu);
-    if (info.new_bg_error.ok()) status = Status::Ok();
+    if (info.new_bg_error.ok()) {
+      status = Status::Ok();
+      failed.store(false);
+    }
   }
   mutable Mutex mu;
   Status status ABSL_GUARDED_BY(mu);
+  std::atomic<bool> failed{false};  // status is set (read without mu)
 };
 
 // One open database, shared by the operations using it, so that Reopen can retire it while
@@ -378,6 +384,7 @@ Status Index::Flush() {
 
 Status Index::BackgroundError() const {
   SPOOL_ASSIGN_OR_RETURN(std::shared_ptr<Db> db, Use());
+  if (!db->listener->failed.load()) return Status::Ok();
   MutexLock l(&db->listener->mu);
   return db->listener->status;
 }
@@ -394,6 +401,7 @@ Status Index::Resume() {
   if (s.ok()) {
     MutexLock l(&db->listener->mu);
     db->listener->status = Status::Ok();
+    db->listener->failed.store(false);
   }
   return s;
 }

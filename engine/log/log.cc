@@ -916,6 +916,7 @@ void Log::WriterLoop() {
     if (!s.ok() && fault_.ok()) {
       ++stats_.failed_batches;
       fault_ = s;  // no segment can be started: latch until re-probed
+      faulted_.store(true);
     }
     if (!s.ok()) {
       b->status = s;
@@ -1068,7 +1069,10 @@ void Log::RewriteAfterFailure() {
     b->status = s;
     written_.push_back(b);
   }
-  if (!s.ok()) fault_ = s;
+  if (!s.ok()) {
+    fault_ = s;
+    faulted_.store(true);
+  }
 }
 
 Status Log::RewriteTail(std::vector<Record>& survivors, const RecoveryVisitor& visitor) {
@@ -1204,6 +1208,7 @@ StatusOr<Record> Log::Read(const Location& location, const RecordId* expected_id
 }
 
 Status Log::health() const {
+  if (!faulted_.load()) return Status::Ok();
   MutexLock l(&mu_);
   return fault_;
 }
@@ -1211,6 +1216,7 @@ Status Log::health() const {
 void Log::ClearFault() {
   MutexLock l(&mu_);
   fault_ = Status::Ok();
+  faulted_.store(false);
   prealloc_error_ = Status::Ok();
 }
 

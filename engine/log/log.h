@@ -294,6 +294,9 @@ class Log {
   bool writer_done_ ABSL_GUARDED_BY(mu_) = false;
 
   Status fault_ ABSL_GUARDED_BY(mu_);  // latched
+  // Whether fault_ is set: health() answers without mu_ when it is not (the common case,
+  // asked at every admission while producers contend for mu_).
+  std::atomic<bool> faulted_{false};
   bool closing_ ABSL_GUARDED_BY(mu_) = false;
 
   std::function<void(std::span<const CommittedRecord>)> durable_hook_;

@@ -143,6 +143,7 @@ struct Shard {
   // checkpoint stays before every record it missed) until a re-probe passes and the index
   // has caught up with the log.
   Status index_fault ABSL_GUARDED_BY(mu);
+  std::atomic<bool> index_faulted{false};  // index_fault is set (read without mu)
   bool dirty ABSL_GUARDED_BY(mu) = false;  // index written since the last flush
   // Records indexed since the last flush: a flush is due early past kFlushRecords, to
   // bound the log that an open after a crash replays.
@@ -612,6 +613,7 @@ void SpoolImpl::OnDurable(Shard& shard, std::span<const log::CommittedRecord> re
     // The records are durable in the log: the index catches up from it once a re-probe
     // passes (or at the next open). Until then the shard takes no new mail.
     shard.index_fault = s;
+    shard.index_faulted.store(true);
     Log(LogLevel::kError,
         shard.dir + ": index write failed, shard refuses new mail: " + s.ToString());
   }
@@ -661,6 +663,7 @@ Status SpoolImpl::ShardFault(Shard& shard) {
 }
 
 Status SpoolImpl::IndexHealth(Shard& shard) {
+  if (!shard.index_faulted.load()) return Status::Ok();
   MutexLock l(&shard.mu);
   return shard.index_fault;
 }
@@ -1363,6 +1366,7 @@ void SpoolImpl::Reprobe(Shard& shard) {
       {
         MutexLock l(&shard.mu);
         if (shard.index_fault.ok()) shard.index_fault = resumed;
+        shard.index_faulted.store(true);
       }
       probe = shard.index->Reopen();
       Log(LogLevel::kWarning, shard.dir + ": " + resumed.ToString() + "; reopened the index: " +
@@ -1445,6 +1449,7 @@ Status SpoolImpl::CatchUpIndex(Shard& shard) {
                            " log records written while it was failing (" +
                            shard.index_fault.ToString() + ")");
   shard.index_fault = Status::Ok();
+  shard.index_faulted.store(false);
   return Status::Ok();
 }
 
