@@ -314,17 +314,23 @@ StatusOr<std::vector<std::pair<int64_t, MessageId>>> Index::ScanDue(std::string_
   return out;
 }
 
-Status Index::ForEach(const std::function<bool(const MessageId&, const IndexEntry&)>& visit) {
+Status Index::ForEach(const std::function<bool(const MessageId&, const IndexEntry&)>& visit,
+                      const MessageId* from) {
+  const std::string start = from != nullptr ? internal::IdKey(*from) : std::string();
   std::map<std::string, std::optional<IndexEntry>> overlay;
   if (read_only_) {
     MutexLock l(&overlay_mu_);
     overlay = overlay_;
   }
-  auto o = overlay.begin();
+  auto o = overlay.lower_bound(start);
   SPOOL_ASSIGN_OR_RETURN(std::shared_ptr<Db> db, Use());
   std::unique_ptr<rocksdb::Iterator> it(
       db->db->NewIterator(rocksdb::ReadOptions(), db->handles[kMessages]));
-  it->SeekToFirst();
+  if (from != nullptr) {
+    it->Seek(start);
+  } else {
+    it->SeekToFirst();
+  }
   // Merge the database with the overlay, the overlay winning.
   while (it->Valid() || o != overlay.end()) {
     std::string key;

@@ -82,7 +82,9 @@ class Index {
   StatusOr<std::vector<std::pair<int64_t, MessageId>>> ScanDue(std::string_view queue,
                                                                int64_t now_ms, size_t limit);
   // Every entry in id order until `visit` returns false.
-  Status ForEach(const std::function<bool(const MessageId&, const IndexEntry&)>& visit);
+  // From `from` (inclusive) when given.
+  Status ForEach(const std::function<bool(const MessageId&, const IndexEntry&)>& visit,
+                 const MessageId* from = nullptr);
 
   // The log position the index reflects (segment 0: nothing yet).
   StatusOr<log::Location> Checkpoint();

@@ -185,7 +185,15 @@ struct Shard {
   std::atomic<int64_t> messages{0};
   std::atomic<int64_t> body_bytes{0};
   std::atomic<int64_t> live_bytes{0};
-  std::once_flag counted;  // the counters above include the start-up scan
+  std::once_flag counted;  // the counters above include the start-up count
+  // The start-up count walks the index in id order under hook_mu, a chunk at a time; the
+  // durable hook counts a change only if the walk has passed its id, so that every entry
+  // is counted exactly once however the two interleave.
+  bool counting ABSL_GUARDED_BY(hook_mu) = true;
+  std::optional<MessageId> counted_through ABSL_GUARDED_BY(hook_mu);
+  bool Counted(const MessageId& id) ABSL_EXCLUSIVE_LOCKS_REQUIRED(hook_mu) {
+    return !counting || (counted_through && id <= *counted_through);
+  }
 };
 
 class SpoolImpl;
@@ -575,11 +583,14 @@ void SpoolImpl::OnDurable(Shard& shard, std::span<const log::CommittedRecord> re
     if (op == nullptr) continue;
     op->locations.push_back(r.location);
     if (op->locations.size() < op->slots.size()) continue;
+    const bool count = shard.Counted(op->entry.info.id);
     if (op->remove) {
       batch.Delete(op->entry);
-      shard.messages.fetch_sub(1);
-      shard.body_bytes.fetch_sub(op->entry.info.size);
-      shard.live_bytes.fetch_sub(Footprint(op->entry));
+      if (count) {
+        shard.messages.fetch_sub(1);
+        shard.body_bytes.fetch_sub(op->entry.info.size);
+        shard.live_bytes.fetch_sub(Footprint(op->entry));
+      }
       continue;
     }
     for (size_t i = 0; i < op->slots.size(); ++i) {
@@ -587,6 +598,7 @@ void SpoolImpl::OnDurable(Shard& shard, std::span<const log::CommittedRecord> re
       if (op->slots[i] == IndexOp::Slot::kState) op->entry.state = op->locations[i];
     }
     batch.Put(op->entry, op->old ? &*op->old : nullptr);
+    if (!count) continue;
     shard.live_bytes.fetch_add(Footprint(op->entry));
     if (op->old) {
       shard.live_bytes.fetch_sub(Footprint(*op->old));
@@ -1268,26 +1280,45 @@ Stats SpoolImpl::GetStats() {
   return st;
 }
 
-// Counts entries and live bytes once after open (the write path keeps them current from
-// then on; the two overlap by at most the writes during the scan, which only makes the
-// reclamation policy's estimate slightly off).
+// Counts entries and live bytes once after open; the durable hook keeps them current from
+// then on (see Shard::Counted).
 void SpoolImpl::CountEntries(Shard& shard) {
   std::call_once(shard.counted, [&] { CountEntriesOnce(shard); });
 }
 
 void SpoolImpl::CountEntriesOnce(Shard& shard) {
-  int64_t n = 0, body = 0, live = 0;
-  shard.index
-      ->ForEach([&](const MessageId&, const IndexEntry& e) {
-        ++n;
-        body += static_cast<int64_t>(e.info.size);
-        live += static_cast<int64_t>(Footprint(e));
-        return true;
-      })
-      .IgnoreError();  // an estimate
-  shard.messages.fetch_add(n);
-  shard.body_bytes.fetch_add(body);
-  shard.live_bytes.fetch_add(live);
+  // Chunks, so that commits wait for the hook only briefly.
+  constexpr int kChunk = 10000;
+  std::optional<MessageId> from;
+  for (bool more = true; more;) {
+    MutexLock hook(&shard.hook_mu);
+    int64_t n = 0, body = 0, live = 0;
+    more = false;
+    Status s = shard.index->ForEach(
+        [&](const MessageId& id, const IndexEntry& e) {
+          if (from && id == *from) return true;  // counted in the previous chunk
+          if (n == kChunk) {
+            more = true;
+            return false;
+          }
+          ++n;
+          body += static_cast<int64_t>(e.info.size);
+          live += static_cast<int64_t>(Footprint(e));
+          shard.counted_through = id;
+          return true;
+        },
+        from ? &*from : nullptr);
+    if (!s.ok()) {
+      Log(LogLevel::kWarning, shard.dir + ": counting the messages: " + s.ToString() +
+                                  " (statistics are estimates until the next open)");
+      more = false;
+    }
+    shard.messages.fetch_add(n);
+    shard.body_bytes.fetch_add(body);
+    shard.live_bytes.fetch_add(live);
+    from = shard.counted_through;
+    if (!more) shard.counting = false;
+  }
 }
 
 // ---- Maintenance: checkpoints and reclamation ----------------------------------------------
