@@ -68,13 +68,19 @@ run() {  # run NAME PROGRAM: runs PROGRAM on a fresh spool directory, expects "o
   [[ "$out" == *"queued as "* && "$out" == *$'\n'ok ]] || fail "$name printed: $out"
   echo "$name: ok"
 }
+# The libraries `program` loads. Captured whole, then searched: with pipefail, `ldd | grep -q`
+# fails whenever grep exits at its match before ldd has written everything (SIGPIPE), as
+# with the longer list of a sanitizer build.
+libs_of() { ldd "$1" || fail "ldd $1 failed"; }
 # The shared variants must load the installed libspool.so, the static ones none.
 for name in example_cxx example_c; do
-  ldd "$work/consumer/$name" | grep -q "$libdir/libspool.so" ||
-    fail "$name does not load $libdir/libspool.so: $(ldd "$work/consumer/$name" | grep spool)"
+  libs=$(libs_of "$work/consumer/$name")
+  [[ "$libs" == *"$libdir/libspool.so"* ]] ||
+    fail "$name does not load $libdir/libspool.so: $(grep spool <<<"$libs")"
 done
 for name in example_cxx_static example_c_static; do
-  ! ldd "$work/consumer/$name" | grep -q libspool || fail "$name loads a libspool.so"
+  libs=$(libs_of "$work/consumer/$name")
+  [[ "$libs" != *libspool* ]] || fail "$name loads a libspool.so: $(grep spool <<<"$libs")"
 done
 for name in example_cxx example_cxx_static example_c example_c_static; do
   run "$name" "$work/consumer/$name"
@@ -93,7 +99,9 @@ done
 "$cc" -std=c11 -Wall -Wextra -Werror $flags "$source/example.c" -o "$work/example_c_pkgconfig" \
   $pc_flags "-Wl,-rpath,$libdir" > "$work/pc-build.log" 2>&1 ||
   { cat "$work/pc-build.log" >&2; fail "building example.c with pkg-config failed"; }
-ldd "$work/example_c_pkgconfig" | grep -q "$libdir/libspool.so" || fail "example_c_pkgconfig does not load the installed libspool.so"
+libs=$(libs_of "$work/example_c_pkgconfig")
+[[ "$libs" == *"$libdir/libspool.so"* ]] ||
+  fail "example_c_pkgconfig does not load the installed libspool.so: $(grep spool <<<"$libs")"
 run example_c_pkgconfig "$work/example_c_pkgconfig"
 
 echo "install_test: passed"
