@@ -15,6 +15,7 @@
 #include <mutex>
 #include <thread>
 
+#include "index/index.h"
 #include "io/fault_file_system.h"
 #include "spool/internal.h"
 #include "spool/smtp_reply.h"
@@ -205,6 +206,124 @@ TEST_F(FailureTest, FailingIndexCatchesUpFromTheLogWithoutARestart) {
   internal::CloseAsIfCrashed(std::move(spool));
   ASSERT_OK_AND_ASSIGN(spool, Spool::Open(o));
   ExpectAllIntact(*spool, acked);
+}
+
+// Index::Reopen (the last resort after a RocksDB error that Resume cannot clear) swaps the
+// open database while other threads read and write it: readers and writers must either
+// work on a database or get an error, never touch a closed one, and a batch built for the
+// old database must not be written into the new one.
+TEST(IndexReopenTest, ReopenWhileReadersAndWritersRun) {
+  TempDir dir;
+  ASSERT_OK_AND_ASSIGN(std::unique_ptr<index::Index> idx,
+                       index::Index::Open(dir.Sub("index"), /*read_only=*/false));
+  auto entry_for = [](uint64_t n) {
+    internal::IndexEntry e;
+    e.info.id = MessageId(1000 + n, (uint64_t{0} << 48) | 7);
+    e.info.envelope = MakeEnvelope();
+    e.info.size = n;
+    e.info.arrival_ms = static_cast<int64_t>(n);
+    e.info.next_attempt_ms = static_cast<int64_t>(n);
+    e.info.recipient_status = {RecipientStatus::kPending};
+    e.main = {1, n * 4096, 100};
+    return e;
+  };
+  std::atomic<bool> stop{false};
+  std::atomic<uint64_t> written{0}, refused{0}, reads{0};
+  std::vector<std::thread> threads;
+  threads.emplace_back([&] {
+    for (uint64_t n = 1; !stop.load(); ++n) {
+      index::Index::Batch batch(*idx);
+      batch.Put(entry_for(n), nullptr);
+      batch.SetCheckpoint({1, n * 4096 + 100, 0});
+      if (idx->Write(batch).ok()) {
+        written.fetch_add(1);
+      } else {
+        refused.fetch_add(1);
+      }
+    }
+  });
+  for (int t = 0; t < 2; ++t) {
+    threads.emplace_back([&, t] {
+      for (uint64_t n = 1; !stop.load(); ++n) {
+        switch ((n + t) % 4) {
+          case 0:
+            idx->Get(entry_for(n).info.id).status().IgnoreError();
+            break;
+          case 1:
+            idx->ScanDue("default", INT64_MAX, 10).status().IgnoreError();
+            break;
+          case 2:
+            idx->ForEach([](const MessageId&, const internal::IndexEntry&) { return true; })
+                .IgnoreError();
+            break;
+          case 3:
+            idx->Checkpoint().status().IgnoreError();
+            idx->BackgroundError().IgnoreError();
+            break;
+        }
+        reads.fetch_add(1);
+      }
+    });
+  }
+  int reopened = 0;
+  for (int i = 0; i < 20; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    Status s = i % 2 == 0 ? idx->Flush() : Status::Ok();
+    if (s.ok()) s = idx->Reopen();
+    EXPECT_OK(s);
+    if (s.ok()) ++reopened;
+  }
+  stop.store(true);
+  for (std::thread& t : threads) t.join();
+  std::cerr << reopened << " reopens; " << written.load() << " writes, " << refused.load()
+            << " refused; " << reads.load() << " reads\n";
+  EXPECT_EQ(reopened, 20);
+  // The database works after the reopens, and what it holds after a flush survives one.
+  internal::IndexEntry last = entry_for(1u << 30);
+  {
+    // Scoped: a live batch holds the database and would keep Reopen waiting.
+    index::Index::Batch batch(*idx);
+    batch.Put(last, nullptr);
+    batch.SetCheckpoint({2, 4096, 0});
+    ASSERT_OK(idx->Write(batch));
+  }
+  ASSERT_OK(idx->Flush());
+  ASSERT_OK(idx->Reopen());
+  ASSERT_OK_AND_ASSIGN(std::optional<internal::IndexEntry> got, idx->Get(last.info.id));
+  ASSERT_TRUE(got.has_value());
+  EXPECT_EQ(got->info.size, last.info.size);
+  ASSERT_OK_AND_ASSIGN(log::Location checkpoint, idx->Checkpoint());
+  EXPECT_EQ(checkpoint.segment, 2u);
+}
+
+// A batch built before a reopen delays it until the batch is gone, is refused while the
+// reopen waits for it, and the next batch works.
+TEST(IndexReopenTest, BatchBuiltBeforeAReopenIsRefused) {
+  TempDir dir;
+  ASSERT_OK_AND_ASSIGN(std::unique_ptr<index::Index> idx,
+                       index::Index::Open(dir.Sub("index"), /*read_only=*/false));
+  internal::IndexEntry e;
+  e.info.id = MessageId(12345, 7);
+  e.info.envelope = MakeEnvelope();
+  e.info.recipient_status = {RecipientStatus::kPending};
+  e.main = {1, 0, 100};
+  std::optional<index::Index::Batch> stale;
+  stale.emplace(*idx);
+  stale->Put(e, nullptr);
+  // The stale batch holds the old database: Reopen waits for it (at most 10 s). Written
+  // meanwhile, it is refused (there is no open database), then let go.
+  std::thread release([&] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    EXPECT_FALSE(idx->Write(*stale).ok());
+    stale.reset();
+  });
+  ASSERT_OK(idx->Reopen());
+  release.join();
+  index::Index::Batch fresh(*idx);
+  fresh.Put(e, nullptr);
+  ASSERT_OK(idx->Write(fresh));
+  ASSERT_OK_AND_ASSIGN(std::optional<internal::IndexEntry> got, idx->Get(e.info.id));
+  EXPECT_TRUE(got.has_value());
 }
 
 // Flips one byte of `needle`'s first occurrence in the shard's segment files.
