@@ -18,6 +18,7 @@
 #include "index/index.h"
 #include "io/fault_file_system.h"
 #include "spool/internal.h"
+#include "spool/logging.h"
 #include "spool/smtp_reply.h"
 #include "spool/spool.h"
 #include "spool_test_util.h"
@@ -324,6 +325,23 @@ TEST(IndexReopenTest, BatchBuiltBeforeAReopenIsRefused) {
   ASSERT_OK(idx->Write(fresh));
   ASSERT_OK_AND_ASSIGN(std::optional<internal::IndexEntry> got, idx->Get(e.info.id));
   EXPECT_TRUE(got.has_value());
+}
+
+// RocksDB's diagnostics reach spool's log (index.cc): opening a new index is not one.
+TEST(IndexLogTest, NewIndexLogsNoWarning) {
+  TempDir dir;
+  std::mutex mu;
+  std::vector<std::string> lines;
+  SetLogSink([&](LogLevel level, std::string_view message) {
+    if (level < LogLevel::kWarning) return;
+    std::lock_guard<std::mutex> l(mu);
+    lines.emplace_back(message);
+  });
+  StatusOr<std::unique_ptr<index::Index>> idx = index::Index::Open(dir.Sub("index"), false);
+  if (idx.ok()) idx->reset();
+  SetLogSink(nullptr);
+  ASSERT_OK(idx.status());
+  EXPECT_TRUE(lines.empty()) << ::testing::PrintToString(lines);
 }
 
 // Flips one byte of `needle`'s first occurrence in the shard's segment files.

@@ -4,6 +4,7 @@
 #include <rocksdb/listener.h>
 #include <rocksdb/options.h>
 #include <rocksdb/write_batch.h>
+#include <sys/stat.h>
 
 #include <algorithm>
 #include <atomic>
@@ -169,6 +170,9 @@ StatusOr<std::shared_ptr<Index::Db>> Index::OpenDb() const {
   rocksdb::DBOptions db_options;
   db_options.create_if_missing = !read_only_;
   db_options.create_missing_column_families = !read_only_;
+  // RocksDB lists the directory before it creates it (its file summary at open); with no
+  // LOG file of its own to create there first, a new index would log that as an error, so
+  // the directory is made below.
   db_options.info_log = std::make_shared<ForwardingLogger>(path_);
   // Flushes cut every column family at the same WriteBatch: the checkpoint in `meta`
   // always matches the other families' content.
@@ -184,6 +188,7 @@ StatusOr<std::shared_ptr<Index::Db>> Index::OpenDb() const {
   cf_options.write_buffer_size = 32 << 20;
   std::vector<rocksdb::ColumnFamilyDescriptor> families;
   for (const char* name : kCfNames) families.emplace_back(name, cf_options);
+  if (!read_only_) (void)::mkdir(path_.c_str(), 0755);  // exists, or the open says why
   rocksdb::DB* db = nullptr;
   rocksdb::Status s =
       read_only_ ? rocksdb::DB::OpenForReadOnly(db_options, path_, families, &out->handles, &db)
