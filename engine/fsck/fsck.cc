@@ -220,12 +220,6 @@ bool Before(const log::Location& a, const log::Location& b) {
   return a.segment < b.segment || (a.segment == b.segment && a.offset < b.offset);
 }
 
-uint64_t Footprint(const IndexEntry& e) {
-  uint64_t n = e.main.size + e.state.size;
-  for (const log::Location& c : e.chunks) n += c.size;
-  return n;
-}
-
 // Checks and repairs one shard.
 class ShardFsck {
  public:
@@ -1105,7 +1099,7 @@ void ShardFsck::Run() {
     if (e.info.state == MessageState::kCorrupt) {
       ++summary_.quarantined;
     } else {
-      summary_.live_bytes += Footprint(e);
+      summary_.live_bytes += e.footprint();
     }
   }
   if (!repair_) return;

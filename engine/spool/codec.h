@@ -50,6 +50,12 @@ struct IndexEntry {
   std::vector<log::Location> chunks;  // body chunks of a streamed message, in order
   log::Location state;                // the latest state record; segment 0 if none
   bool chunked() const { return !chunks.empty(); }
+  // Bytes of log that the entry keeps alive (its records' footprints).
+  uint64_t footprint() const {
+    uint64_t n = main.size + state.size;
+    for (const log::Location& c : chunks) n += c.size;
+    return n;
+  }
 };
 std::string EncodeIndexEntry(const IndexEntry& entry);
 Status DecodeIndexEntry(std::string_view in, IndexEntry* entry);

@@ -101,13 +101,6 @@ std::span<const std::byte> AsBytes(std::string_view s) {
   return {reinterpret_cast<const std::byte*>(s.data()), s.size()};
 }
 
-// Bytes of log that an index entry keeps alive.
-uint64_t Footprint(const IndexEntry& e) {
-  uint64_t n = e.main.size + e.state.size;
-  for (const log::Location& c : e.chunks) n += c.size;
-  return n;
-}
-
 bool References(const IndexEntry& e, const log::Location& loc) {
   if (e.main == loc || (e.state.segment != 0 && e.state == loc)) return true;
   return std::find(e.chunks.begin(), e.chunks.end(), loc) != e.chunks.end();
@@ -589,7 +582,7 @@ void SpoolImpl::OnDurable(Shard& shard, std::span<const log::CommittedRecord> re
       if (count) {
         shard.messages.fetch_sub(1);
         shard.body_bytes.fetch_sub(op->entry.info.size);
-        shard.live_bytes.fetch_sub(Footprint(op->entry));
+        shard.live_bytes.fetch_sub(op->entry.footprint());
       }
       continue;
     }
@@ -599,9 +592,9 @@ void SpoolImpl::OnDurable(Shard& shard, std::span<const log::CommittedRecord> re
     }
     batch.Put(op->entry, op->old ? &*op->old : nullptr);
     if (!count) continue;
-    shard.live_bytes.fetch_add(Footprint(op->entry));
+    shard.live_bytes.fetch_add(op->entry.footprint());
     if (op->old) {
-      shard.live_bytes.fetch_sub(Footprint(*op->old));
+      shard.live_bytes.fetch_sub(op->old->footprint());
     } else {
       shard.messages.fetch_add(1);
       shard.body_bytes.fetch_add(op->entry.info.size);
@@ -1303,7 +1296,7 @@ void SpoolImpl::CountEntriesOnce(Shard& shard) {
           }
           ++n;
           body += static_cast<int64_t>(e.info.size);
-          live += static_cast<int64_t>(Footprint(e));
+          live += static_cast<int64_t>(e.footprint());
           shard.counted_through = id;
           return true;
         },
