@@ -16,6 +16,7 @@
 #include <thread>
 
 #include "spool/logging.h"
+#include "util/tsan.h"
 
 namespace spool::index {
 namespace {
@@ -307,13 +308,14 @@ StatusOr<std::vector<std::pair<int64_t, MessageId>>> Index::ScanDue(std::string_
   rocksdb::ReadOptions ro;
   SPOOL_ASSIGN_OR_RETURN(std::shared_ptr<Db> db, Use());
   std::unique_ptr<rocksdb::Iterator> it(db->db->NewIterator(ro, db->handles[kSchedule]));
+  std::string scratch;  // the iterator's bytes are RocksDB's (util/tsan.h)
   for (it->Seek(prefix); it->Valid() && out.size() < limit; it->Next()) {
-    rocksdb::Slice k = it->key();
+    const std::string_view k = LibraryOwnedBytes(it->key().data(), it->key().size(), &scratch);
     if (!k.starts_with(prefix) || k.compare(upper) >= 0) break;
     uint64_t t = 0;
-    for (int i = 0; i < 8; ++i) t = (t << 8) | static_cast<uint8_t>(k.data()[prefix.size() + i]);
+    for (int i = 0; i < 8; ++i) t = (t << 8) | static_cast<uint8_t>(k[prefix.size() + i]);
     out.emplace_back(static_cast<int64_t>(t ^ (uint64_t{1} << 63)),
-                     internal::IdFromKey(std::string_view(k.data() + prefix.size() + 8, 16)));
+                     internal::IdFromKey(k.substr(prefix.size() + 8, 16)));
   }
   SPOOL_RETURN_IF_ERROR(FromRocks(it->status(), "index scan"));
   return out;
@@ -337,20 +339,21 @@ Status Index::ForEach(const std::function<bool(const MessageId&, const IndexEntr
     it->SeekToFirst();
   }
   // Merge the database with the overlay, the overlay winning.
+  // The iterator's bytes are RocksDB's: read through LibraryOwnedBytes (util/tsan.h).
+  std::string key_scratch, value_scratch;
   while (it->Valid() || o != overlay.end()) {
     std::string key;
     std::optional<IndexEntry> entry;
-    const bool take_db =
-        it->Valid() && (o == overlay.end() || it->key().compare(rocksdb::Slice(o->first)) <= 0);
+    if (it->Valid()) key = LibraryOwnedBytes(it->key().data(), it->key().size(), &key_scratch);
+    const bool take_db = it->Valid() && (o == overlay.end() || key <= o->first);
     if (take_db) {
-      key = it->key().ToString();
       if (o != overlay.end() && o->first == key) {
         entry = o->second;
         ++o;
       } else {
         IndexEntry e;
         SPOOL_RETURN_IF_ERROR(internal::DecodeIndexEntry(
-            std::string_view(it->value().data(), it->value().size()), &e));
+            LibraryOwnedBytes(it->value().data(), it->value().size(), &value_scratch), &e));
         entry = std::move(e);
       }
       it->Next();
