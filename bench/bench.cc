@@ -236,8 +236,8 @@ const char kUsage[] =
     "  --workload mixed   email sizes; consumers read each message, remove 95%, defer 5%\n"
     "                     (kept); reports space used against live data\n"
     "  --producers N      producer threads (default 64)\n"
-    "  --consumers N      consumer threads (default: min(producers, 8), none for\n"
-    "                     latency; 0: none, nothing is removed)\n"
+    "  --consumers N      consumer threads (default: ingest min(producers, 8), mixed\n"
+    "                     as many as producers, latency none; 0: nothing is removed)\n"
     "  --seconds S        measured seconds per run (default 5; 8 with --compare)\n"
     "  --warmup S         uncounted seconds first (default 1; the spool engine warms up\n"
     "                     until it recycles segments, at most 5 s more)\n"
@@ -381,9 +381,14 @@ StatusOr<Config> ParseArgs(const std::vector<std::string>& args, bool* help) {
   if (c.producers > 4096) return InvalidArgumentError("--producers is at most 4096");
   // A lone latency producer writes a few MB/s: nothing needs removing in a short run, and
   // a remover would put its own commits between the measured ones.
-  // More consumers than that only add polling wake-ups (each idle consumer sleeps 1 ms and
-  // looks again), which cost every engine CPU on a small machine.
-  if (c.consumers < 0) c.consumers = c.workload == "latency" ? 0 : std::min(c.producers, 8);
+  // Ingest's consumers only remove (without waiting): more than 8 only add polling
+  // wake-ups, which cost every engine CPU on a small machine. Mixed's are delivery agents
+  // that read and remove durably: one per producer keeps up.
+  if (c.consumers < 0) {
+    c.consumers = c.workload == "latency" ? 0
+                  : c.workload == "mixed" ? c.producers
+                                          : std::min(c.producers, 8);
+  }
   if (c.consumers > 4096) return InvalidArgumentError("--consumers is at most 4096");
   return c;
 }
