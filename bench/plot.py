@@ -13,6 +13,7 @@ MB/s and p99 latency against message size (ingest, 64 producers). It needs matpl
 
 import argparse
 import json
+import math
 import os
 import statistics
 import subprocess
@@ -66,9 +67,79 @@ def series(med, workload, size=None, producers=None):
     return s
 
 
+COLORS = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b"]
+
+
+def svg_panel(s, field, xlabel, title, x0, y0, w, h):
+    """One log-log panel as SVG elements: axes, decade grid, a line per engine, legend."""
+    pts = [(x, m[field]) for e in s for x, m in s[e] if m.get(field, 0) > 0 and x > 0]
+    if not pts:
+        return []
+    lx = [math.log10(x) for x, _ in pts]
+    ly = [math.log10(y) for _, y in pts]
+    xmin, xmax = min(lx), max(lx) + 1e-9
+    ymin, ymax = math.floor(min(ly)), math.ceil(max(ly) + 1e-9)
+    left, bottom = x0 + 70, y0 + h - 45
+    pw, ph = w - 90, h - 80
+
+    def px(v):
+        return left + (math.log10(v) - xmin) / (xmax - xmin) * pw
+
+    def py(v):
+        return bottom - (math.log10(v) - ymin) / (ymax - ymin) * ph
+
+    out = [f'<text x="{x0 + w / 2}" y="{y0 + 18}" text-anchor="middle" font-size="14">{title}</text>',
+           f'<rect x="{left}" y="{bottom - ph}" width="{pw}" height="{ph}" fill="none" stroke="#444"/>']
+    for d in range(int(ymin), int(ymax) + 1):
+        yy = bottom - (d - ymin) / (ymax - ymin) * ph
+        out.append(f'<line x1="{left}" y1="{yy}" x2="{left + pw}" y2="{yy}" stroke="#ddd"/>')
+        out.append(f'<text x="{left - 6}" y="{yy + 4}" text-anchor="end" font-size="11">1e{d}</text>')
+    xs = sorted({x for e in s for x, _ in s[e]})
+    for x in xs:
+        xx = px(x)
+        out.append(f'<line x1="{xx}" y1="{bottom}" x2="{xx}" y2="{bottom - ph}" stroke="#eee"/>')
+        out.append(f'<text x="{xx}" y="{bottom + 15}" text-anchor="middle" font-size="11">{x}</text>')
+    out.append(f'<text x="{left + pw / 2}" y="{bottom + 33}" text-anchor="middle" font-size="12">{xlabel}</text>')
+    for i, engine in enumerate(e for e in ENGINES if e in s):
+        color = COLORS[i % len(COLORS)]
+        line = [(px(x), py(m[field])) for x, m in s[engine] if m.get(field, 0) > 0]
+        if not line:
+            continue
+        path = " ".join(f"{a:.1f},{b:.1f}" for a, b in line)
+        out.append(f'<polyline points="{path}" fill="none" stroke="{color}" stroke-width="2"/>')
+        out += [f'<circle cx="{a:.1f}" cy="{b:.1f}" r="3" fill="{color}"/>' for a, b in line]
+        ly0 = bottom - ph + 14 + 15 * i
+        out.append(f'<line x1="{left + 8}" y1="{ly0 - 4}" x2="{left + 28}" y2="{ly0 - 4}" stroke="{color}" stroke-width="2"/>')
+        out.append(f'<text x="{left + 32}" y="{ly0}" font-size="11">{engine}</text>')
+    return out
+
+
+def plot_svg(by_producers, by_size, out):
+    """The four panels of plot() as a dependency-free SVG file."""
+    w, h = 560, 380
+    panels = [
+        (by_producers, "msgs_per_s", "producers", "messages/s (ingest, 4 KiB)", 0, 0),
+        (by_producers, "p99_us", "producers", "p99 latency, us (ingest, 4 KiB)", w, 0),
+        (by_size, "MB_per_s", "message size, bytes", "MB/s (ingest, 64 producers)", 0, h),
+        (by_size, "p99_us", "message size, bytes", "p99 latency, us (64 producers)", w, h),
+    ]
+    body = []
+    for s, field, xlabel, title, x0, y0 in panels:
+        body += svg_panel(s, field, xlabel, title, x0, y0, w, h)
+    with open(out, "w") as f:
+        f.write(f'<svg xmlns="http://www.w3.org/2000/svg" width="{2 * w}" height="{2 * h}" '
+                f'font-family="sans-serif">\n<rect width="100%" height="100%" fill="white"/>\n')
+        f.write("\n".join(body))
+        f.write("\n</svg>\n")
+    print(f"wrote {out}", file=sys.stderr)
+    return True
+
+
 def plot(med, out):
     by_producers = series(med, "ingest", size=4096)
     by_size = series(med, "ingest", producers=64)
+    if out.endswith(".svg"):
+        return plot_svg(by_producers, by_size, out)
     try:
         import matplotlib
         matplotlib.use("Agg")
