@@ -1386,8 +1386,11 @@ void SpoolImpl::Reprobe(Shard& shard) {
     if (!resumed.ok()) {
       // An error RocksDB will not resume from: open the index again. What it had not
       // flushed is gone, so the catch-up replays the log from its durable checkpoint.
-      MutexLock hook(&shard.hook_mu);
+      // The index fault is set under the hook mutex, so that from the next commit group on
+      // the hook leaves the index alone; the reopen itself runs without it, so that
+      // commits are not held up while it waits for scans of the old database to end.
       {
+        MutexLock hook(&shard.hook_mu);
         MutexLock l(&shard.mu);
         if (shard.index_fault.ok()) shard.index_fault = resumed;
         shard.index_faulted.store(true);
