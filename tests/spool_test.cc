@@ -396,6 +396,40 @@ TEST_F(SpoolTest, EnqueueAsyncCompletesEveryCallback) {
   EXPECT_EQ(big_found, 1u);
 }
 
+// With async_commit_wait_ms = 0 an event loop's EnqueueAsync never waits for room in the
+// commit queue: each callback runs once, with an id or kOverload, and every id is durable.
+TEST_F(SpoolTest, EnqueueAsyncThatNeverWaitsAnswersOverloadOrAnId) {
+  options_.async_commit_wait_ms = 0;
+  ASSERT_OK_AND_ASSIGN(auto spool, Spool::Open(options_));
+  std::atomic<int> done{0}, overloaded{0};
+  std::mutex mu;
+  std::map<MessageId, std::string> ids;
+  constexpr int kMessages = 3000;
+  for (int i = 0; i < kMessages; ++i) {
+    std::string body = RandomBytes(i, 20000);
+    spool->EnqueueAsync(MakeEnvelope(), body, [&, body](const StatusOr<MessageId>& id) {
+      if (id.ok()) {
+        std::lock_guard<std::mutex> l(mu);
+        ids[*id] = body;
+      } else {
+        EXPECT_EQ(id.status().code(), Code::kOverload) << id.status().ToString();
+        EXPECT_EQ(SmtpReplyFor(id.status()).ToString(), "451 4.4.5 Mail system congestion");
+        overloaded.fetch_add(1);
+      }
+      done.fetch_add(1);
+    });
+  }
+  while (done.load() < kMessages) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+  std::cerr << ids.size() << " stored, " << overloaded.load() << " refused as overload\n";
+  EXPECT_EQ(ids.size() + overloaded.load(), static_cast<size_t>(kMessages));
+  internal::CloseAsIfCrashed(std::move(spool));
+  ASSERT_OK_AND_ASSIGN(spool, Spool::Open(options_));
+  for (const auto& [id, body] : ids) {
+    ASSERT_OK_AND_ASSIGN(std::string got, spool->ReadBody(id));
+    EXPECT_EQ(got, body);
+  }
+}
+
 TEST_F(SpoolTest, ReclamationKeepsLiveMessagesAndBoundsSpace) {
   Options o = options_;
   std::map<MessageId, std::string> live;

@@ -485,6 +485,10 @@ void spool_options_set_direct_io(spool_options_t* o, int on) {
 void spool_options_set_max_commit_wait_ms(spool_options_t* o, int64_t ms) {
   if (o != nullptr) o->options.max_commit_wait_ms = ms;
 }
+
+void spool_options_set_async_commit_wait_ms(spool_options_t* o, int64_t ms) {
+  if (o != nullptr) o->options.async_commit_wait_ms = ms;
+}
 void spool_options_set_min_free_bytes(spool_options_t* o, uint64_t bytes) {
   if (o != nullptr) o->options.min_free_bytes = bytes;
 }

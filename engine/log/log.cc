@@ -741,7 +741,8 @@ uint64_t Log::ActiveSegment() const {
 
 // ---- Appends -------------------------------------------------------------------------------
 
-void Log::AppendAsync(std::span<const AppendRecord> records, AppendCallback done) {
+void Log::AppendAsync(std::span<const AppendRecord> records, AppendCallback done,
+                      int64_t max_wait_ms) {
   uint64_t size = 0;
   for (const AppendRecord& r : records) size += RecordFootprint(r.payload_size());
   if (records.empty()) {
@@ -764,7 +765,8 @@ void Log::AppendAsync(std::span<const AppendRecord> records, AppendCallback done
   Status refused;
   {
     MutexLock l(&mu_);
-    const absl::Time deadline = absl::Now() + absl::Milliseconds(options_.max_wait_ms);
+    const int64_t wait_ms = max_wait_ms < 0 ? options_.max_wait_ms : max_wait_ms;
+    const absl::Time deadline = absl::Now() + absl::Milliseconds(wait_ms);
     for (;;) {
       if (!fault_.ok()) {
         refused = fault_;
@@ -791,7 +793,7 @@ void Log::AppendAsync(std::span<const AppendRecord> records, AppendCallback done
       };
       if (!mu_.AwaitWithDeadline(absl::Condition(&room), deadline)) {
         refused = OverloadError("no room in the commit queue of " + dir_ + " within " +
-                                std::to_string(options_.max_wait_ms) + " ms");
+                                std::to_string(wait_ms) + " ms");
         break;
       }
     }

@@ -188,8 +188,10 @@ class Log {
   // once they are durable or failed. The payload memory may be released when
   // AppendAsync returns. Fails (through `done`, possibly before returning) with
   // kInvalidArgument if the records exceed the batch capacity, kOverload if no room
-  // appears within max_wait_ms, or the latched status.
-  void AppendAsync(std::span<const AppendRecord> records, AppendCallback done);
+  // appears within `max_wait_ms` (negative: LogOptions::max_wait_ms; 0: never waits), or
+  // the latched status.
+  void AppendAsync(std::span<const AppendRecord> records, AppendCallback done,
+                   int64_t max_wait_ms = -1);
 
   // The synchronous form. *locations (may be null) receives one entry per record.
   Status Append(std::span<const AppendRecord> records, std::vector<Location>* locations);

@@ -259,8 +259,9 @@ class SpoolImpl : public Spool {
   StatusOr<MessageId> CommitChunked(Shard& shard, MessageInfo info,
                                     std::vector<log::Location> chunks);
   StatusOr<MessageId> EnqueueInline(Shard& shard, const MessageInfo& info, std::string_view body);
+  // `max_wait_ms` as Log::AppendAsync's.
   void AppendMessage(Shard& shard, const MessageInfo& info, std::string_view body,
-                     EnqueueCallback done);
+                     EnqueueCallback done, int64_t max_wait_ms = -1);
   Status CheckNewMessage(const Envelope& envelope, uint64_t size) const;
   Status ChunkAdmission(Shard& shard, uint64_t size) { return ShardAdmission(shard, size); }
 
@@ -743,7 +744,7 @@ Status SpoolImpl::AppendSync(Shard& shard, std::span<const log::AppendRecord> re
 // Appends a message record (envelope and body) and calls `done` once it is durable and
 // indexed, or failed. The body may be released when this returns.
 void SpoolImpl::AppendMessage(Shard& shard, const MessageInfo& info, std::string_view body,
-                              EnqueueCallback done) {
+                              EnqueueCallback done, int64_t max_wait_ms) {
   const std::string head = internal::EncodeEnvelope(info);
   auto op = std::make_unique<IndexOp>();
   op->entry.info = info;
@@ -757,16 +758,19 @@ void SpoolImpl::AppendMessage(Shard& shard, const MessageInfo& info, std::string
   rec.part_count = 2;
   rec.context = op.get();
   IndexOp* raw = op.release();  // owned by the callback, which the log always calls
-  shard.log->AppendAsync({&rec, 1}, [this, raw, id = info.id, done = std::move(done)](
-                                        const Status& st, std::span<const log::Location>) {
-    std::unique_ptr<IndexOp> own(raw);
-    if (st.ok()) {
-      enqueued_.fetch_add(1);
-      done(id);
-    } else {
-      done(st);
-    }
-  });
+  shard.log->AppendAsync(
+      {&rec, 1},
+      [this, raw, id = info.id, done = std::move(done)](const Status& st,
+                                                        std::span<const log::Location>) {
+        std::unique_ptr<IndexOp> own(raw);
+        if (st.ok()) {
+          enqueued_.fetch_add(1);
+          done(id);
+        } else {
+          done(st);
+        }
+      },
+      max_wait_ms);
 }
 
 StatusOr<MessageId> SpoolImpl::EnqueueInline(Shard& shard, const MessageInfo& info,
@@ -828,8 +832,8 @@ void SpoolImpl::EnqueueAsync(const Envelope& envelope, std::string_view body,
     done(shard.status());
     return;
   }
-  AppendMessage(**shard, NewMessage(envelope, body.size(), (*shard)->number), body,
-                std::move(done));
+  AppendMessage(**shard, NewMessage(envelope, body.size(), (*shard)->number), body, std::move(done),
+                options_.async_commit_wait_ms);
 }
 
 void SpoolImpl::BigEnqueueLoop() {

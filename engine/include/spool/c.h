@@ -147,6 +147,10 @@ void spool_options_set_io_backend(spool_options_t* o, const char* backend);
 void spool_options_set_direct_io(spool_options_t* o, int on);
 /* Longest wait for room in the commit queue before 451 4.4.5 (default 5000). */
 void spool_options_set_max_commit_wait_ms(spool_options_t* o, int64_t ms);
+/* The same for spool_enqueue_async (default -1: as max_commit_wait_ms). An event loop
+ * sets 0: spool_enqueue_async then never waits, and the callback gets 451 4.4.5 when
+ * every commit buffer is taken. */
+void spool_options_set_async_commit_wait_ms(spool_options_t* o, int64_t ms);
 /* Admission refuses with 452 4.3.1 under this much free space or inodes
  * (defaults 128 MiB and 1000). */
 void spool_options_set_min_free_bytes(spool_options_t* o, uint64_t bytes);
@@ -197,7 +201,7 @@ typedef void (*spool_enqueue_cb)(void* arg, int rc, const char* id, const spool_
  * such as 452 included), from spool_run_completions or at the latest from spool_close.
  * Returns -1 without ever calling `cb` only when the call itself is malformed (s, envelope,
  * cb or a required pointer NULL). Thread-safe; never blocks on the disk (it may wait for
- * room in the commit queue, up to max_commit_wait_ms, under overload). */
+ * room in the commit queue, up to async_commit_wait_ms, under overload). */
 int spool_enqueue_async(spool_t* s, const spool_envelope_t* envelope, const void* body,
                         size_t body_len, spool_enqueue_cb cb, void* arg, spool_reply_t* err);
 

@@ -57,6 +57,10 @@ struct Options {
   bool direct_io = true;
   // A producer waits at most this long for room in the commit queue before kOverload.
   int64_t max_commit_wait_ms = 5000;
+  // The same for EnqueueAsync's caller (negative: max_commit_wait_ms). An event loop sets
+  // 0: EnqueueAsync then never blocks, and answers kOverload (451 4.4.5) at once when
+  // every commit buffer is taken.
+  int64_t async_commit_wait_ms = -1;
   // Admission refuses (kStorageFull, 452) when a shard's filesystem has less free space
   // or inodes than this.
   uint64_t min_free_bytes = 128ull << 20;
