@@ -75,11 +75,12 @@ class ForwardingLogger : public rocksdb::Logger {
 };
 
 struct Index::Listener : public rocksdb::EventListener {
+  explicit Listener(std::atomic<bool>* healthy) : healthy(healthy) {}
   void OnBackgroundError(rocksdb::BackgroundErrorReason, rocksdb::Status* error) override {
     MutexLock l(&mu);
     if (error != nullptr && !error->ok() && status.ok()) {
       status = FromRocks(*error, "index background work");
-      failed.store(true);
+      healthy->store(false);
       Log(LogLevel::kError, status.ToString());
     }
   }
@@ -87,12 +88,12 @@ struct Index::Listener : public rocksdb::EventListener {
     MutexLock l(&mu);
     if (info.new_bg_error.ok()) {
       status = Status::Ok();
-      failed.store(false);
+      healthy->store(true);
     }
   }
+  std::atomic<bool>* const healthy;  // Index::healthy_
   mutable Mutex mu;
   Status status ABSL_GUARDED_BY(mu);
-  std::atomic<bool> failed{false};  // status is set (read without mu)
 };
 
 // One open database, shared by the operations using it, so that Reopen can retire it while
@@ -167,7 +168,7 @@ StatusOr<std::unique_ptr<Index>> Index::Open(const std::string& path, bool read_
 
 StatusOr<std::shared_ptr<Index::Db>> Index::OpenDb() const {
   auto out = std::make_shared<Db>();
-  out->listener = std::make_shared<Listener>();
+  out->listener = std::make_shared<Listener>(&healthy_);
   rocksdb::DBOptions db_options;
   db_options.create_if_missing = !read_only_;
   db_options.create_missing_column_families = !read_only_;
@@ -218,6 +219,7 @@ Status Index::Reopen() {
     MutexLock l(&db_mu_);
     old = std::move(db_);
     db_error_ = IoError("index " + path_ + " is being reopened");
+    healthy_.store(false);
   }
   // RocksDB allows one open instance of a directory: wait for the users of the old one (a
   // scan in progress) to let go.
@@ -225,6 +227,8 @@ Status Index::Reopen() {
     if (waited_ms == 10000) {
       MutexLock l(&db_mu_);
       db_ = std::move(old);
+      MutexLock b(&db_->listener->mu);
+      healthy_.store(db_->listener->status.ok());
       return UnavailableError("index " + path_ + " is in use; not reopened");
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(1));
@@ -237,6 +241,8 @@ Status Index::Reopen() {
     return fresh.status();
   }
   db_ = std::move(fresh).value();
+  MutexLock b(&db_->listener->mu);
+  healthy_.store(db_->listener->status.ok());
   return Status::Ok();
 }
 
@@ -397,8 +403,8 @@ Status Index::Flush() {
 }
 
 Status Index::BackgroundError() const {
+  if (healthy_.load()) return Status::Ok();  // asked at every admission: no lock
   SPOOL_ASSIGN_OR_RETURN(std::shared_ptr<Db> db, Use());
-  if (!db->listener->failed.load()) return Status::Ok();
   MutexLock l(&db->listener->mu);
   return db->listener->status;
 }
@@ -415,7 +421,7 @@ Status Index::Resume() {
   if (s.ok()) {
     MutexLock l(&db->listener->mu);
     db->listener->status = Status::Ok();
-    db->listener->failed.store(false);
+    healthy_.store(true);
   }
   return s;
 }

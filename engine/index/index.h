@@ -19,6 +19,7 @@
 #ifndef SPOOL_INDEX_INDEX_H_
 #define SPOOL_INDEX_INDEX_H_
 
+#include <atomic>
 #include <functional>
 #include <map>
 #include <memory>
@@ -118,6 +119,9 @@ class Index {
 
   std::string path_;
   bool read_only_ = false;
+  // Open and without a background error: BackgroundError() answers from this alone.
+  // Declared before db_, so that it outlives the listener that writes it.
+  mutable std::atomic<bool> healthy_{true};
   mutable Mutex db_mu_;
   std::shared_ptr<Db> db_ ABSL_GUARDED_BY(db_mu_);
   Status db_error_ ABSL_GUARDED_BY(db_mu_);  // why db_ is null

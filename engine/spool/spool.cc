@@ -137,7 +137,7 @@ struct Shard {
   // has caught up with the log.
   Status index_fault ABSL_GUARDED_BY(mu);
   std::atomic<bool> index_faulted{false};  // index_fault is set (read without mu)
-  bool dirty ABSL_GUARDED_BY(mu) = false;  // index written since the last flush
+  std::atomic<bool> dirty{false};          // index written since the last flush
   // Records indexed since the last flush: a flush is due early past kFlushRecords, to
   // bound the log that an open after a crash replays.
   std::atomic<uint64_t> unflushed_records{0};
@@ -605,17 +605,15 @@ void SpoolImpl::OnDurable(Shard& shard, std::span<const log::CommittedRecord> re
   shard.hooked_end = {last.segment, last.offset + last.size, 0};
   batch.SetCheckpoint(shard.hooked_end);
   shard.unflushed_records.fetch_add(records.size());
-  bool behind;
-  {
-    MutexLock l(&shard.mu);
-    behind = !shard.index_fault.ok();
-  }
   // Once a write failed, later batches are left to the catch-up too: the checkpoint must
-  // stay before the first record the index missed.
-  Status s = behind ? Status::Ok() : shard.index->Write(batch);
+  // stay before the first record the index missed. (index_faulted changes only under
+  // hook_mu, which is held.)
+  if (shard.index_faulted.load()) return;
+  Status s = shard.index->Write(batch);
+  shard.dirty.store(true);
+  if (s.ok()) return;
   MutexLock l(&shard.mu);
-  shard.dirty = true;
-  if (!s.ok() && shard.index_fault.ok()) {
+  if (shard.index_fault.ok()) {
     // The records are durable in the log: the index catches up from it once a re-probe
     // passes (or at the next open). Until then the shard takes no new mail.
     shard.index_fault = s;
@@ -1026,23 +1024,14 @@ Status SpoolImpl::Requeue(const MessageId& id) {
 }
 
 Status SpoolImpl::Remove(const MessageId& id) {
-  SPOOL_RETURN_IF_ERROR(WritableCheck());
-  SPOOL_ASSIGN_OR_RETURN(Shard * shard, ShardOf(id));
-  SPOOL_RETURN_IF_ERROR(IndexHealth(*shard));
-  MutexLock stripe(&StripeOf(id));
-  SPOOL_ASSIGN_OR_RETURN(IndexEntry old, Lookup(*shard, id));
-  IndexOp op;
-  op.remove = true;
-  op.entry = std::move(old);
-  op.slots = {IndexOp::Slot::kMain};
-  log::AppendRecord rec;
-  rec.type = log::RecordType::kRemove;
-  rec.id = ToRecordId(id);
-  rec.part_count = 0;
-  rec.context = &op;
-  SPOOL_RETURN_IF_ERROR(shard->log->Append({&rec, 1}, nullptr));
-  removed_.fetch_add(1);
-  return Status::Ok();
+  Completion done;
+  Status result;
+  RemoveAsync(id, [&](const Status& s) {
+    result = s;
+    done.Notify();
+  });
+  done.Wait();
+  return result;
 }
 
 void SpoolImpl::RemoveAsync(const MessageId& id, std::function<void(const Status&)> done) {
@@ -1337,13 +1326,7 @@ void SpoolImpl::MaintenanceLoop(Shard* shard) {
     if (now - last_flush >= std::chrono::milliseconds(options_.checkpoint_interval_ms) ||
         shard->unflushed_records.load() >= kFlushRecords) {
       shard->unflushed_records.store(0);
-      bool dirty;
-      {
-        MutexLock l(&shard->mu);
-        dirty = shard->dirty;
-        shard->dirty = false;
-      }
-      if (dirty) {
+      if (shard->dirty.exchange(false)) {
         Status s = shard->index->Flush();
         if (!s.ok()) Log(LogLevel::kWarning, shard->dir + ": index checkpoint: " + s.ToString());
       }
@@ -1469,6 +1452,7 @@ Status SpoolImpl::CatchUpIndex(Shard& shard) {
       &damage));
   if (to.segment != 0) batch->SetCheckpoint(to);
   SPOOL_RETURN_IF_ERROR(shard.index->Write(*batch));
+  shard.dirty.store(true);
   for (const log::Damage& d : damage) {
     corrupt_found_.fetch_add(1);
     Log(LogLevel::kError, shard.dir + ": " + d.kind + " in segment " + std::to_string(d.segment) +
@@ -1526,44 +1510,43 @@ void SpoolImpl::Scrub(Shard& shard) {
 }
 
 void SpoolImpl::QuarantineDamage(Shard& shard, const log::Damage& d) {
-  auto covers = [&](const log::Location& loc) {
-    return loc.segment == d.segment && loc.offset <= d.offset && d.offset < loc.offset + loc.size;
-  };
+  // The records of `e` that the damage falls in.
   auto hit = [&](const IndexEntry& e) {
-    if (covers(e.main) || (e.state.segment != 0 && covers(e.state))) return true;
-    return std::any_of(e.chunks.begin(), e.chunks.end(), covers);
+    std::vector<log::Location> out;
+    auto take = [&](const log::Location& loc) {
+      if (loc.segment == d.segment && loc.offset <= d.offset && d.offset < loc.offset + loc.size) {
+        out.push_back(loc);
+      }
+    };
+    take(e.main);
+    if (e.state.segment != 0) take(e.state);
+    for (const log::Location& c : e.chunks) take(c);
+    return out;
   };
-  std::vector<MessageId> ids;
+  std::vector<std::pair<MessageId, std::vector<log::Location>>> victims;
   if (d.id.hi != 0 || d.id.lo != 0) {
     const MessageId id(d.id.hi, d.id.lo);
     StatusOr<std::optional<IndexEntry>> e = shard.index->Get(id);
-    if (e.ok() && e->has_value() && hit(**e)) ids.push_back(id);
+    if (e.ok() && e->has_value()) victims.emplace_back(id, hit(**e));
   } else {
     // The header is damaged too, so the id is unknown: find who points there.
     shard.index
         ->ForEach([&](const MessageId& id, const IndexEntry& e) {
-          if (hit(e)) ids.push_back(id);
+          victims.emplace_back(id, hit(e));
+          if (victims.back().second.empty()) victims.pop_back();
           return true;
         })
         .IgnoreError();  // best effort; spool-fsck finds the rest
   }
-  for (const MessageId& id : ids) {
-    // Read the message's records once more, the way a delivery would: damage that does
-    // not repeat was on the read path, not on the disk.
-    StatusOr<IndexEntry> e = Lookup(shard, id);
-    if (!e.ok()) continue;
-    std::vector<log::Location> locations = e->chunks;
-    locations.push_back(e->main);
-    if (e->state.segment != 0) locations.push_back(e->state);
-    bool confirmed = false;
-    for (const log::Location& loc : locations) {
-      if (covers(loc) && ReadRecordPayload(shard, id, loc).status().code() == Code::kCorruption) {
-        confirmed = true;
-      }
-    }
+  for (const auto& [id, locations] : victims) {
+    // Read the damaged records once more, the way a delivery would: damage that does not
+    // repeat was on the read path, not on the disk.
+    const bool confirmed = std::any_of(locations.begin(), locations.end(), [&](const auto& loc) {
+      return ReadRecordPayload(shard, id, loc).status().code() == Code::kCorruption;
+    });
     if (confirmed) {
       Quarantine(id, d.kind + ": " + d.detail);
-    } else {
+    } else if (!locations.empty()) {
       Log(LogLevel::kWarning, "message " + id.ToString() + ": damage seen by the scrubber did " +
                                   "not repeat on a second read (" + d.detail + ")");
     }

@@ -160,7 +160,7 @@ struct Stats {
   // Failure handling, since open.
   uint64_t faults = 0;          // shard faults latched (disk errors, full disk, index errors)
   uint64_t recoveries = 0;      // latched faults cleared by a passing re-probe
-  uint64_t scrubbed_bytes = 0;  // bytes re-verified by the scrubber
+  uint64_t scrubbed_bytes = 0;  // bytes of whole sealed segments re-verified by the scrubber
   uint64_t corrupt_found = 0;   // damaged records found by reads and the scrubber
   uint64_t quarantined = 0;     // messages put in state kCorrupt
 };
