@@ -64,13 +64,9 @@ uint64_t MeanEmailSize() {
 
 // ---- raw ---------------------------------------------------------------------------------
 
-// Batches written concurrently: the log's max_inflight, so that raw is the limit of the
-// same access pattern.
-constexpr int kRawDepth = 4;
-
 StatusOr<Result> RunRawMode(const Config& c, io::FileSystem* fs, bool direct, uint64_t batch) {
   const std::string path = c.dir + "/raw-bench.dat";
-  const int depth = std::min(kRawDepth, c.producers);
+  const int depth = std::min(c.raw_inflight, c.producers);
   const uint64_t slots = std::max<uint64_t>(64, (256ull << 20) / batch);
   const uint64_t file_size = slots * batch;
   {
@@ -217,8 +213,9 @@ std::string JsonEscape(const std::string& s) {
 const char kUsage[] =
     "usage: spool-bench --dir DIR [--engine spool|log|rocksdb|files|raw]\n"
     "                   [--workload ingest|mixed|latency] [--size BYTES | --size-dist email]\n"
-    "                   [--producers N] [--consumers N] [--seconds S] [--warmup S] [--json]\n"
-    "                   [--compare] [--raw-mode best|buffered|direct] [--direct-io|--buffered-io]\n"
+    "                   [--producers N] [--depth D] [--consumers N] [--seconds S] [--warmup S]\n"
+    "                   [--json] [--compare] [--raw-mode best|buffered|direct] [--raw-inflight N]\n"
+    "                   [--direct-io|--buffered-io]\n"
     "                   [--io-backend auto|io_uring|posix] [--rocksdb-options STR]\n"
     "                   [--max-backlog BYTES]\n"
     "\n"
@@ -236,6 +233,9 @@ const char kUsage[] =
     "  --workload mixed   email sizes; consumers read each message, remove 95%, defer 5%\n"
     "                     (kept); reports space used against live data\n"
     "  --producers N      producer threads (default 64)\n"
+    "  --depth D          log, spool: each producer keeps D messages in flight through\n"
+    "                     the asynchronous append (an event loop serving D sessions);\n"
+    "                     1 (the default): one synchronous store at a time\n"
     "  --consumers N      consumer threads (default: ingest min(producers, 8), mixed\n"
     "                     as many as producers, latency none; 0: nothing is removed)\n"
     "  --seconds S        measured seconds per run (default 5; 8 with --compare)\n"
@@ -243,6 +243,9 @@ const char kUsage[] =
     "                     until it recycles segments, at most 5 s more)\n"
     "  --compare          run every engine and print a table with ratios to rocksdb and raw\n"
     "  --json             one JSON object per run on stdout (SPEC §6 fields and more)\n"
+    "  --raw-mode M       raw: best (default), buffered or direct\n"
+    "  --raw-inflight N   raw: batches in flight (default 4, the log's; 1: only the\n"
+    "                     producers x size bytes that synchronous producers can have)\n"
     "  --direct-io        log, spool: O_DIRECT + O_DSYNC segment writes (the default)\n"
     "  --buffered-io      log, spool: buffered writes + fdatasync\n"
     "  --rocksdb-options  RocksDB options over the bench's tuned ones, e.g.\n"
@@ -261,12 +264,12 @@ std::string Result::ToJson() const {
                 "\"consumers\":%d,\"seconds\":%.2f,\"msgs\":%" PRIu64 ",\"consumed\":%" PRIu64
                 ",\"deferred\":%" PRIu64 ",\"io_write_bytes\":%" PRId64
                 ",\"space_used_bytes\":%" PRId64 ",\"space_live_bytes\":%" PRId64
-                ",\"write_amp\":%.3f,\"note\":\"%s\"}",
+                ",\"write_amp\":%.3f,\"depth\":%d,\"note\":\"%s\"}",
                 engine.c_str(), workload.c_str(), size, producers, msgs_per_s(), mb_per_s(),
                 latency_us.Percentile(0.5), latency_us.Percentile(0.99),
                 latency_us.Percentile(0.999), fsyncs_per_s(), bytes_per_fsync(), cpu_us_per_msg(),
                 consumers, seconds, msgs, consumed, deferred, io_write_bytes, space_used_bytes,
-                space_live_bytes, write_amp, JsonEscape(note).c_str());
+                space_live_bytes, write_amp, depth, JsonEscape(note).c_str());
   return buf;
 }
 
@@ -324,6 +327,9 @@ StatusOr<Config> ParseArgs(const std::vector<std::string>& args, bool* help) {
     } else if (a == "--producers") {
       SPOOL_RETURN_IF_ERROR(number(&d, false));
       c.producers = static_cast<int>(d);
+    } else if (a == "--depth") {
+      SPOOL_RETURN_IF_ERROR(number(&d, false));
+      c.depth = static_cast<int>(d);
     } else if (a == "--consumers") {
       SPOOL_RETURN_IF_ERROR(number(&d, true));
       c.consumers = static_cast<int>(d);
@@ -348,6 +354,10 @@ StatusOr<Config> ParseArgs(const std::vector<std::string>& args, bool* help) {
       if (c.raw_mode != "best" && c.raw_mode != "buffered" && c.raw_mode != "direct") {
         return InvalidArgumentError("--raw-mode is best, buffered or direct");
       }
+    } else if (a == "--raw-inflight") {
+      SPOOL_RETURN_IF_ERROR(number(&d, false));
+      if (d < 1 || d > 64) return InvalidArgumentError("--raw-inflight is 1 to 64");
+      c.raw_inflight = static_cast<int>(d);
     } else if (a == "--io-backend") {
       SPOOL_RETURN_IF_ERROR(value(&c.backend));
       io::Backend b;
@@ -379,6 +389,15 @@ StatusOr<Config> ParseArgs(const std::vector<std::string>& args, bool* help) {
                                 " bytes needs streamed bodies, not in this build");
   }
   if (c.producers > 4096) return InvalidArgumentError("--producers is at most 4096");
+  if (c.depth < 1 || c.depth > 1024) return InvalidArgumentError("--depth is 1 to 1024");
+  if (c.depth > 1 && c.engine != "log" && c.engine != "spool") {
+    return InvalidArgumentError("--depth above 1 needs an asynchronous engine (log, spool)");
+  }
+  if (c.depth > 1 && c.compare) {
+    return InvalidArgumentError(
+        "--depth does not go with --compare (rocksdb and files "
+        "have no asynchronous store)");
+  }
   // A lone latency producer writes a few MB/s: nothing needs removing in a short run, and
   // a remover would put its own commits between the measured ones.
   // Ingest's consumers only remove (without waiting): more than 8 only add polling
@@ -404,6 +423,7 @@ StatusOr<Result> Run(const Config& c) {
     r->workload = c.workload;
     r->size = c.size_dist_email ? 0 : c.size;
     r->producers = c.producers;
+    r->depth = c.depth;
     if (c.engine == "raw") r->consumers = 0;
   }
   return r;

@@ -3,7 +3,8 @@
 //
 // Engines:
 //   raw     - the disk's own limit: sequential batches of producers x record bytes through
-//             io_uring, up to 4 batches in flight (the log's depth; 1 for one producer),
+//             io_uring, up to 4 batches in flight (the log's depth; 1 for one producer;
+//             --raw-inflight),
 //             buffered + fdatasync or O_DIRECT + O_DSYNC (the better, or --raw-mode).
 //             Each batch counts as `producers` messages.
 //   log     - the segment log alone (no index, no envelope): group commit of N producers.
@@ -43,6 +44,9 @@ struct Config {
   uint64_t size = 4096;
   bool size_dist_email = false;
   int producers = 64;
+  // Messages each producer keeps in flight (log and spool engines: asynchronous stores,
+  // as an event loop serving `depth` sessions does); 1: one synchronous store at a time.
+  int depth = 1;
   // Consumer threads (removers or delivery agents); -1: as many as producers.
   int consumers = -1;
   double seconds = kDefaultSeconds;
@@ -52,7 +56,11 @@ struct Config {
   bool json = false;
   bool compare = false;
   std::string raw_mode = "best";  // best | buffered | direct
-  std::string backend = "auto";   // auto | io_uring | posix
+  // raw engine: batches written concurrently. 4 is the log's max_inflight (the limit of the
+  // same access pattern); 1 keeps exactly producers x size bytes unacknowledged, all that
+  // N synchronous producers can have outstanding.
+  int raw_inflight = 4;
+  std::string backend = "auto";  // auto | io_uring | posix
   // log and spool engines: "direct" (O_DIRECT + O_DSYNC segments, the spool's default),
   // "buffered" (buffered writes + fdatasync).
   std::string io_mode = "direct";
@@ -68,6 +76,7 @@ struct Result {
   std::string workload;
   uint64_t size = 0;  // 0: email size distribution
   int producers = 0;
+  int depth = 1;
   int consumers = 0;
   double seconds = 0;
   uint64_t msgs = 0;

@@ -2,6 +2,7 @@
 // spool's index, ids and envelopes cost on top of the group commit.
 
 #include <atomic>
+#include <cstdio>
 #include <filesystem>
 #include <thread>
 
@@ -60,6 +61,20 @@ class LogEngine : public Engine {
     return Handle{loc[0].segment, loc[0].offset, body.size()};
   }
 
+  bool StoreAsync(std::string_view body, int producer, StoreCallback done) override {
+    log::AppendRecord rec;
+    rec.type = log::RecordType::kMessage;
+    rec.id = {static_cast<uint64_t>(producer) + 1, next_id_.fetch_add(1)};
+    rec.parts[0] = {reinterpret_cast<const std::byte*>(body.data()), body.size()};
+    rec.part_count = 1;
+    log_->AppendAsync({&rec, 1}, [done = std::move(done), size = body.size()](
+                                     const Status& s, std::span<const log::Location> loc) {
+      if (!s.ok()) return done(s);
+      done(Handle{loc[0].segment, loc[0].offset, size});
+    });
+    return true;
+  }
+
   // Space is bounded by the recycler.
   bool NeedsRemoval() const override { return false; }
   Status Remove(const Handle&, bool) override { return Status::Ok(); }
@@ -84,7 +99,14 @@ class LogEngine : public Engine {
 
   SpaceReport Space() override {
     SpaceReport r;
-    r.note = "space N/A (the bench recycles every sealed segment)";
+    const log::LogStats s = log_->Stats();
+    char buf[160];
+    std::snprintf(buf, sizeof(buf),
+                  "space N/A (the bench recycles every sealed segment); %.1f records/batch, "
+                  "write p50 %llu us",
+                  s.batches ? static_cast<double>(s.records) / s.batches : 0.0,
+                  static_cast<unsigned long long>(s.sync_us.Percentile(0.5)));
+    r.note = buf;
     return r;
   }
 

@@ -45,6 +45,16 @@ class SpoolEngine : public Engine {
     return Handle{id.time(), id.tag(), body.size()};
   }
 
+  bool StoreAsync(std::string_view body, int, StoreCallback done) override {
+    spool_->EnqueueAsync(
+        envelope_, body,
+        [done = std::move(done), size = body.size()](const StatusOr<MessageId>& id) {
+          if (!id.ok()) return done(id.status());
+          done(Handle{id->time(), id->tag(), size});
+        });
+    return true;
+  }
+
   // A durable removal waits for its commit; otherwise RemoveAsync, which becomes durable
   // with a later commit, like the rocksdb engine's Delete without sync.
   Status Remove(const Handle& h, bool durable) override {

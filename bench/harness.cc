@@ -1,7 +1,9 @@
 #include "bench/harness.h"
 
+#include <linux/futex.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -88,6 +90,23 @@ struct alignas(64) ProducerStats {
   uint64_t stalls = 0;
 };
 
+// What a producer with Config::depth > 1 shares with the callbacks of its stores, which
+// run on engine threads (several, for a spool with several shards).
+struct alignas(64) AsyncSlot {
+  std::atomic<uint32_t> completed{0};  // stores answered; a futex word
+  std::atomic<bool> sleeping{false};   // the producer waits in the kernel for `completed`
+  std::mutex mu;                       // guards the producer's ProducerStats
+};
+
+void FutexWait(std::atomic<uint32_t>* word, uint32_t seen) {
+  syscall(SYS_futex, reinterpret_cast<uint32_t*>(word), FUTEX_WAIT_PRIVATE, seen, nullptr, nullptr,
+          0);
+}
+
+void FutexWake(std::atomic<uint32_t>* word) {
+  syscall(SYS_futex, reinterpret_cast<uint32_t*>(word), FUTEX_WAKE_PRIVATE, 1, nullptr, nullptr, 0);
+}
+
 struct alignas(64) ConsumerStats {
   uint64_t consumed = 0;  // during the measurement
   uint64_t deferred = 0;
@@ -123,9 +142,78 @@ StatusOr<Result> RunWorkload(const Config& c, Engine& engine) {
     failed = true;
   };
 
+  // Shared with the store callbacks, which may outlive this function by a few
+  // instructions after their last counter update.
+  auto slots = std::make_shared<std::vector<AsyncSlot>>(c.depth > 1 ? producers : 0);
+  // A producer keeping c.depth stores in flight.
+  auto ProduceAsync = [&](int p) {
+    std::mt19937_64 rng(p + 1);
+    ProducerStats& st = pstats[p];
+    AsyncSlot& slot = (*slots)[p];
+    uint32_t issued = 0;
+    auto wait_for_answer = [&](uint32_t seen) {
+      slot.sleeping.store(true);
+      if (slot.completed.load() == seen) FutexWait(&slot.completed, seen);
+    };
+    while (phase.load(std::memory_order_relaxed) < 2 && !failed.load()) {
+      const uint32_t answered = slot.completed.load();
+      if (issued - answered >= static_cast<uint32_t>(c.depth)) {
+        wait_for_answer(answered);
+        continue;
+      }
+      if (consumers > 0 &&
+          backlog.load(std::memory_order_relaxed) > static_cast<int64_t>(c.max_backlog_bytes)) {
+        if (phase.load(std::memory_order_relaxed) == 1) {
+          std::lock_guard<std::mutex> l(slot.mu);
+          ++st.stalls;
+        }
+        std::this_thread::sleep_for(std::chrono::milliseconds(1));
+        continue;
+      }
+      const uint64_t size = email ? EmailSize(rng) : c.size;
+      const uint64_t start = rng() % (body.size() - size + 1);
+      const auto t0 = Clock::now();
+      ++issued;
+      const bool async = engine.StoreAsync(
+          std::string_view(body).substr(start, size), p,
+          [&, p, t0, size, keep = slots](const StatusOr<Handle>& h) {
+            AsyncSlot& s = (*keep)[p];
+            if (!h.ok()) {
+              fail(h.status(), "store");
+            } else {
+              if (phase.load(std::memory_order_relaxed) == 1) {
+                const uint64_t us = Micros(Clock::now() - t0);
+                std::lock_guard<std::mutex> l(s.mu);
+                pstats[p].latency_us.Record(us);
+                ++pstats[p].msgs;
+                pstats[p].bytes += size;
+              }
+              if (consumers > 0) {
+                backlog.fetch_add(static_cast<int64_t>(size), std::memory_order_relaxed);
+                std::lock_guard<std::mutex> l(boxes[p].mu);
+                boxes[p].items.push_back(*h);
+              }
+            }
+            s.completed.fetch_add(1);
+            if (s.sleeping.exchange(false)) FutexWake(&s.completed);
+          });
+      if (!async) {
+        fail(InvalidArgumentError("engine " + engine.name() + " has no asynchronous store"),
+             "store");
+        --issued;
+        break;
+      }
+    }
+    // Every callback references this run's state: wait for all of them.
+    for (uint32_t answered; (answered = slot.completed.load()) != issued;) {
+      wait_for_answer(answered);
+    }
+  };
+
   std::vector<std::thread> producer_threads, consumer_threads;
   for (int p = 0; p < producers; ++p) {
     producer_threads.emplace_back([&, p] {
+      if (c.depth > 1) return ProduceAsync(p);
       std::mt19937_64 rng(p + 1);
       ProducerStats& st = pstats[p];
       while (phase.load(std::memory_order_relaxed) < 2 && !failed.load()) {

@@ -6,9 +6,11 @@
 // messages acknowledged in it are counted, their enqueue latency recorded, CPU and the
 // engine's counters taken at both ends), and drain (producers stop; the consumers finish).
 //
-// Producers call Engine::Store synchronously, one message at a time, and hand every
-// acknowledged message to a consumer thread through a per-producer mailbox (no futex on the
-// producer's path: consumers poll). What consumers do depends on the workload:
+// Producers call Engine::Store synchronously, one message at a time (or, with
+// Config::depth > 1, keep `depth` Engine::StoreAsync calls in flight, as an event loop
+// serving that many sessions does) and hand every acknowledged message to a consumer thread
+// through a per-producer mailbox (no futex on the producer's path: consumers poll). What consumers
+// do depends on the workload:
 //   ingest, latency: remove the message (Engine::Remove with durable = false: the
 //                    engine's cheapest removal), only to keep the engine's disk use
 //                    bounded; nothing of it is counted. (latency has no consumer by
@@ -24,6 +26,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <random>
 #include <string>
@@ -65,6 +68,14 @@ class Engine {
   virtual std::string name() const = 0;
   // Stores `body` durably; returns once the engine says it is (an MTA's 250).
   virtual StatusOr<Handle> Store(std::string_view body, int producer) = 0;
+  // The asynchronous form: `done` runs once the message is durable (or failed), on an
+  // engine thread, and must not block. Returns false (and never calls `done`) if the
+  // engine has no asynchronous store.
+  using StoreCallback = std::function<void(const StatusOr<Handle>& handle)>;
+  virtual bool StoreAsync(std::string_view body, int producer, StoreCallback done) {
+    (void)body, (void)producer, (void)done;
+    return false;
+  }
   // Removes the message. durable: as the engine's removal that survives a crash;
   // otherwise its cheapest removal (housekeeping of the ingest workload).
   virtual Status Remove(const Handle& h, bool durable) = 0;

@@ -114,6 +114,7 @@ struct Log::Batch {
   uint64_t offset = 0;  // in seg
   uint64_t total = 0;   // bytes written: used plus the padding record
   uint64_t batch_seq = 0;
+  bool written = false;  // placed and written (else it failed before placement)
   bool io_done = false;  // the write completed (status says how)
   uint64_t io_us = 0;    // its latency
 
@@ -121,6 +122,7 @@ struct Log::Batch {
     status = Status::Ok();
     locations.clear();
     seg = nullptr;
+    written = false;
     io_done = false;
     used = 0;
     encoding.store(0);
@@ -164,8 +166,6 @@ StatusOr<std::unique_ptr<Log>> Log::Open(io::FileSystem* fs, const std::string& 
     }
     return log;
   }
-  log->writer_ = std::thread([l = log.get()] { l->WriterLoop(); });
-  log->completer_ = std::thread([l = log.get()] { l->CompleterLoop(); });
   log->preallocator_ = std::thread([l = log.get()] { l->PreallocatorLoop(); });
   for (int i = 0; i < std::max(1, options.max_inflight); ++i) {
     log->io_workers_.emplace_back([l = log.get()] { l->IoWorkerLoop(); });
@@ -182,9 +182,7 @@ Log::~Log() {
     MutexLock l(&mu_);
     closing_ = true;
   }
-  if (writer_.joinable()) writer_.join();  // drains, then stops the I/O workers
-  for (std::thread& t : io_workers_) t.join();
-  if (completer_.joinable()) completer_.join();
+  for (std::thread& t : io_workers_) t.join();  // they drain first
   if (preallocator_.joinable()) preallocator_.join();
 }
 
@@ -853,82 +851,115 @@ void Log::SetDurableHook(std::function<void(std::span<const CommittedRecord>)> h
   durable_hook_ = std::move(hook);
 }
 
-void Log::WriterLoop() {
+void Log::IoWorkerLoop() {
   const size_t window = static_cast<size_t>(std::max(1, options_.max_inflight));
   MutexLock l(&mu_);
   for (;;) {
-    // The next batch to place and whether it can be placed now: a batch that needs a new
-    // segment waits until nothing is in flight, so that the new segment's header states
-    // the old one's acknowledged end.
+    // The next batch to place and whether it can be placed now: one worker places at a
+    // time, and a batch that needs a new segment waits until nothing is in flight, so
+    // that the new segment's header states the old one's acknowledged end.
     auto next = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) -> Batch* {
       if (!sealed_.empty()) return sealed_.front();
       return open_ != nullptr && open_->used > 0 ? open_ : nullptr;
     };
     auto placeable = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+      if (placing_ || rewriting_) return false;
       Batch* b = next();
       if (b == nullptr || inflight_.size() >= window) return false;
       if (!fault_.ok() || inflight_.empty()) return true;
       const uint64_t total = AlignUp(b->used + sizeof(RecordHeader), kBlockSize);
       return active_ != nullptr && active_->reserved + total <= active_->size;
     };
+    auto completable = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+      return !completing_ && !inflight_.empty() && inflight_.front()->io_done;
+    };
+    auto drained = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
+      return closing_ && next() == nullptr && inflight_.empty() && !completing_ && !placing_;
+    };
     auto work = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-      if (!inflight_.empty() && inflight_.front()->io_done) return true;
-      if (placeable()) return true;
-      return closing_ && next() == nullptr && inflight_.empty();
+      return completable() || placeable() || drained();
     };
     mu_.Await(absl::Condition(&work));
-
-    // Completions, in log order: a batch is acknowledged only after all before it.
-    if (!inflight_.empty() && inflight_.front()->io_done) {
-      Batch* b = inflight_.front();
-      if (!b->status.ok()) {
-        RewriteAfterFailure();
-        continue;
-      }
-      inflight_.pop_front();
-      acked_batch_seq_ = b->batch_seq;
-      b->seg->end = b->offset + b->total;
-      if (b->seg->seq == last_seq_) last_end_ = b->seg->end;
-      stats_.sync_us.Record(b->io_us);
-      stats_.batch_bytes.Record(b->total);
-      stats_.batch_records.Record(b->records.size());
-      ++stats_.batches;
-      stats_.bytes += b->total;
-      stats_.records += b->records.size();
-      stats_.payload_bytes += b->used;
-      stats_.appends += b->waiters.size();
-      written_.push_back(b);
-      continue;
+    if (completable()) {
+      CompleteInOrder();
+    } else if (placeable()) {
+      PlaceAndWrite(next());
+    } else {
+      return;  // closing, drained
     }
-    if (!placeable()) {  // closing, drained
-      writer_done_ = true;
-      io_stop_ = true;
-      return;
-    }
-    Batch* b = next();
-    if (b == open_) {
-      sealed_.push_back(open_);
-      open_ = nullptr;
-    }
-    b->writer_waiting.store(true);
-    auto encoded = [b]() { return b->encoding.load() == 0; };
-    mu_.Await(absl::Condition(&encoded));
-    sealed_.pop_front();
-    Status s = fault_.ok() ? PlaceBatch(*b) : fault_;
-    if (!s.ok() && fault_.ok()) {
-      ++stats_.failed_batches;
-      fault_ = s;  // no segment can be started: latch until re-probed
-      faulted_.store(true);
-    }
-    if (!s.ok()) {
-      b->status = s;
-      written_.push_back(b);
-      continue;
-    }
-    b->io_done = false;
-    inflight_.push_back(b);
-    io_queue_.push_back(b);
   }
+}
+
+void Log::PlaceAndWrite(Batch* b) {
+  if (b == open_) {
+    sealed_.push_back(open_);
+    open_ = nullptr;
+  }
+  placing_ = true;
+  b->writer_waiting.store(true);
+  auto encoded = [b]() { return b->encoding.load() == 0; };
+  mu_.Await(absl::Condition(&encoded));
+  sealed_.pop_front();
+  Status s = fault_.ok() ? PlaceBatch(*b) : fault_;
+  placing_ = false;
+  if (!s.ok() && fault_.ok()) {
+    ++stats_.failed_batches;
+    fault_ = s;  // no segment can be started: latch until re-probed
+    faulted_.store(true);
+  }
+  // A batch that could not be placed is answered in order too, as never written.
+  b->written = s.ok();
+  b->status = s;
+  b->io_done = !s.ok();
+  inflight_.push_back(b);
+  if (!s.ok()) return;
+  mu_.Unlock();
+  s = WritePlaced(*b);
+  mu_.Lock();
+  b->status = s;
+  b->io_done = true;
+}
+
+void Log::CompleteInOrder() {
+  completing_ = true;
+  std::vector<Batch*> done;
+  while (!inflight_.empty() && inflight_.front()->io_done) {
+    Batch* b = inflight_.front();
+    if (!b->written) {
+      inflight_.pop_front();
+      done.push_back(b);
+      continue;
+    }
+    if (!b->status.ok()) {
+      rewriting_ = true;
+      RewriteAfterFailure(&done);
+      rewriting_ = false;
+      break;
+    }
+    inflight_.pop_front();
+    acked_batch_seq_ = b->batch_seq;
+    b->seg->end = b->offset + b->total;
+    if (b->seg->seq == last_seq_) last_end_ = b->seg->end;
+    stats_.sync_us.Record(b->io_us);
+    stats_.batch_bytes.Record(b->total);
+    stats_.batch_records.Record(b->records.size());
+    ++stats_.batches;
+    stats_.bytes += b->total;
+    stats_.records += b->records.size();
+    stats_.payload_bytes += b->used;
+    stats_.appends += b->waiters.size();
+    done.push_back(b);
+  }
+  // The hook and the callbacks run outside the lock, one completing worker at a time, so
+  // that they see the batches in log order; the other workers go on writing meanwhile.
+  mu_.Unlock();
+  for (Batch* b : done) FinishBatch(*b, b->status, b->locations);
+  mu_.Lock();
+  for (Batch* b : done) {
+    b->Reset();
+    idle_.push_back(b);
+  }
+  completing_ = false;
 }
 
 Status Log::EnsureActiveSegment(uint64_t need) {
@@ -990,26 +1021,7 @@ Status Log::WritePlaced(Batch& b) {
   return s;
 }
 
-void Log::IoWorkerLoop() {
-  for (;;) {
-    Batch* b;
-    {
-      MutexLock l(&mu_);
-      auto work = [this]()
-                      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return !io_queue_.empty() || io_stop_; };
-      mu_.Await(absl::Condition(&work));
-      if (io_queue_.empty()) return;
-      b = io_queue_.front();
-      io_queue_.pop_front();
-    }
-    Status s = WritePlaced(*b);
-    MutexLock l(&mu_);
-    b->status = s;
-    b->io_done = true;
-  }
-}
-
-void Log::RewriteAfterFailure() {
+void Log::RewriteAfterFailure(std::vector<Batch*>* done) {
   Batch* failed = inflight_.front();
   Segment* broken = failed->seg;
   const Status cause = failed->status;
@@ -1039,6 +1051,10 @@ void Log::RewriteAfterFailure() {
   redo.swap(inflight_);
   Status s;
   for (Batch* b : redo) {
+    if (!b->written) {  // never placed: keeps its own failure
+      done->push_back(b);
+      continue;
+    }
     if (s.ok()) {
       s = PlaceBatch(*b);
       if (!s.ok()) ++stats_.failed_batches;
@@ -1069,7 +1085,7 @@ void Log::RewriteAfterFailure() {
       }
     }
     b->status = s;
-    written_.push_back(b);
+    done->push_back(b);
   }
   if (!s.ok()) {
     fault_ = s;
@@ -1092,26 +1108,6 @@ Status Log::RewriteTail(std::vector<Record>& survivors, const RecoveryVisitor& v
     if (visitor) SPOOL_RETURN_IF_ERROR(visitor(r));
   }
   return Status::Ok();
-}
-
-void Log::CompleterLoop() {
-  for (;;) {
-    Batch* batch;
-    {
-      MutexLock l(&mu_);
-      auto work = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-        return !written_.empty() || writer_done_;
-      };
-      mu_.Await(absl::Condition(&work));
-      if (written_.empty()) return;  // the writer has stopped and everything is answered
-      batch = written_.front();
-      written_.pop_front();
-    }
-    FinishBatch(*batch, batch->status, batch->locations);
-    MutexLock l(&mu_);
-    batch->Reset();
-    idle_.push_back(batch);
-  }
 }
 
 void Log::FinishBatch(Batch& batch, const Status& status, std::span<const Location> locations) {

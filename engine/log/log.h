@@ -254,19 +254,27 @@ class Log {
   Status ActivateSegment(Segment* seg) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   StatusOr<Segment*> TakeFreeSegment() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
-  void WriterLoop();
-  void CompleterLoop();
+  // The I/O workers (max_inflight of them) do all the work after a producer's encoding:
+  // each places the next batch and writes it, or acknowledges the finished batches at
+  // the head of the log and runs their hook and callbacks. No hand-off between threads
+  // on the way from a batch's write to its callbacks.
   void IoWorkerLoop();
+  // Takes `b` (the next batch) out of the queue, places it and writes it; mu_ is released
+  // during the write.
+  void PlaceAndWrite(Batch* b) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Acknowledges the completed batches at the head of inflight_ (rewriting after a failed
+  // write) and runs their hook and callbacks, outside mu_.
+  void CompleteInOrder() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Places `batch` at the end of the active segment (activating one if needed) and
   // stamps its headers. REQUIRES: no batch in flight if the active segment is full.
   Status PlaceBatch(Batch& batch) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   Status EnsureActiveSegment(uint64_t need) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  void RewriteAfterFailure() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Appends the batches it answered (rewritten or failed) to *done, in order.
+  void RewriteAfterFailure(std::vector<Batch*>* done) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   Status WritePlaced(Batch& batch);
   Status RewriteTail(std::vector<Record>& survivors, const RecoveryVisitor& visitor);
   void PreallocatorLoop();
   void FinishBatch(Batch& batch, const Status& status, std::span<const Location> locations);
-  void FailQueued(const Status& status) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
 
   io::FileSystem* const fs_;
   const std::string dir_;
@@ -290,10 +298,9 @@ class Log {
   Batch* open_ ABSL_GUARDED_BY(mu_) = nullptr;        // accepting reservations
   std::deque<Batch*> sealed_ ABSL_GUARDED_BY(mu_);    // waiting for the writer, oldest first
   std::deque<Batch*> inflight_ ABSL_GUARDED_BY(mu_);  // placed, being written, in log order
-  std::deque<Batch*> io_queue_ ABSL_GUARDED_BY(mu_);  // placed, for the I/O workers
-  bool io_stop_ ABSL_GUARDED_BY(mu_) = false;
-  std::deque<Batch*> written_ ABSL_GUARDED_BY(mu_);  // waiting for the completer, in order
-  bool writer_done_ ABSL_GUARDED_BY(mu_) = false;
+  bool placing_ ABSL_GUARDED_BY(mu_) = false;         // a worker is placing a batch
+  bool completing_ ABSL_GUARDED_BY(mu_) = false;      // a worker is acknowledging batches
+  bool rewriting_ ABSL_GUARDED_BY(mu_) = false;       // after a failed write: nothing placed
 
   Status fault_ ABSL_GUARDED_BY(mu_);  // latched
   // Whether fault_ is set: health() answers without mu_ when it is not (the common case,
@@ -304,8 +311,6 @@ class Log {
   std::function<void(std::span<const CommittedRecord>)> durable_hook_;
   LogStats stats_ ABSL_GUARDED_BY(mu_);
 
-  std::thread writer_;
-  std::thread completer_;
   std::vector<std::thread> io_workers_;
   std::thread preallocator_;
 };
