@@ -3,13 +3,16 @@
 //
 // Data flow. A producer calls AppendAsync: under the shard mutex it reserves room in the
 // open batch buffer, then (outside the lock) encodes its records there, payload hash
-// included, in parallel with other producers. The shard's writer thread takes the oldest
-// batch as soon as the previous one is durable (no added delay when idle), places it at
-// the end of the active segment, stamps epoch and batch number into the headers, pads it
-// to a block boundary and submits it as one write linked to an fdatasync. While it is in
-// flight the next batch fills. On success the completer thread runs the durable hook (the
-// index update) and then every producer's callback, batch by batch in log order, while
-// the writer already writes the next batch: waking producers is off the critical path.
+// included, in parallel with other producers. The log's I/O workers (max_inflight of
+// them, no other thread on the data path) each take the oldest batch as soon as a write
+// slot is free (no added delay when idle), place it at the end of the active segment,
+// stamp epoch and batch number into the headers, pad it to a block boundary and write it
+// (O_DIRECT|O_DSYNC, or one write linked to an fdatasync). While batches are in flight
+// the next one fills. The worker whose write completes the oldest batch acknowledges it
+// (and any later ones already written), runs the durable hook (the index update) in log
+// order, and then, while another worker may already acknowledge the next batches, runs
+// the producers' callbacks: no thread hand-off between a write's completion and its
+// callbacks, and waking producers is spread over the workers.
 //
 // Failure rule (SPEC §2.4). A failed write or sync never acknowledges its batch. The
 // segment is sealed at its last good end and never written again; the batch is placed in
@@ -25,8 +28,9 @@
 // of unknown state.
 //
 // Thread-safety: thread-safe. AppendAsync, Append, Read and the accessors may be called
-// from any thread. Callbacks run on the completer thread and must not call Append (they
-// may call AppendAsync).
+// from any thread. Callbacks run on the log's I/O workers, possibly several at once (of
+// different batches), each after the durable hook has seen its records; they must not
+// block and must not call Append (they may call AppendAsync).
 
 #ifndef SPOOL_LOG_LOG_H_
 #define SPOOL_LOG_LOG_H_
@@ -200,8 +204,8 @@ class Log {
   // when expected_id is given, the id.
   StatusOr<Record> Read(const Location& location, const RecordId* expected_id = nullptr);
 
-  // Called on the completer thread with each durable batch, in log order, before the producers'
-  // callbacks. REQUIRES: set before the first append.
+  // Called on an I/O worker with each durable batch, one batch at a time in log order,
+  // before the callbacks of that batch's producers. REQUIRES: set before the first append.
   void SetDurableHook(std::function<void(std::span<const CommittedRecord>)> hook);
 
   // Frees segment `seq` for reuse. REQUIRES: nothing in it is live any more (the caller
@@ -274,7 +278,9 @@ class Log {
   Status WritePlaced(Batch& batch);
   Status RewriteTail(std::vector<Record>& survivors, const RecoveryVisitor& visitor);
   void PreallocatorLoop();
-  void FinishBatch(Batch& batch, const Status& status, std::span<const Location> locations);
+  // The durable hook of a batch written successfully; the producers' callbacks.
+  void RunHook(Batch& batch);
+  void RunCallbacks(Batch& batch);
 
   io::FileSystem* const fs_;
   const std::string dir_;
