@@ -14,8 +14,9 @@
 // front-end should give.
 //
 // Thread-safety: a Spool is thread-safe. Any method may be called from any thread.
-// Completion callbacks run on an internal thread per shard: they must be quick and must
-// not call synchronous Spool methods (they may call the asynchronous ones).
+// Completion callbacks run on the spool's internal threads, possibly several at once
+// (they must be thread-safe), each after its record is durable and indexed: they must be
+// quick and must not call synchronous Spool methods (they may call the asynchronous ones).
 
 #ifndef SPOOL_SPOOL_H_
 #define SPOOL_SPOOL_H_
