@@ -764,7 +764,7 @@ void Log::AppendAsync(std::span<const AppendRecord> records, AppendCallback done
   {
     MutexLock l(&mu_);
     const int64_t wait_ms = max_wait_ms < 0 ? options_.max_wait_ms : max_wait_ms;
-    const absl::Time deadline = absl::Now() + absl::Milliseconds(wait_ms);
+    absl::Time deadline = absl::InfinitePast();  // read the clock only if we must wait
     for (;;) {
       if (!fault_.ok()) {
         refused = fault_;
@@ -777,7 +777,7 @@ void Log::AppendAsync(std::span<const AppendRecord> records, AppendCallback done
       if (open_ != nullptr && open_->used + size + sizeof(RecordHeader) <= open_->capacity) {
         break;
       }
-      if (open_ != nullptr) {  // full: hand it to the writer
+      if (open_ != nullptr) {  // full: hand it to the I/O workers
         sealed_.push_back(open_);
         open_ = nullptr;
       }
@@ -789,6 +789,7 @@ void Log::AppendAsync(std::span<const AppendRecord> records, AppendCallback done
       auto room = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
         return !idle_.empty() || !fault_.ok() || closing_;
       };
+      if (deadline == absl::InfinitePast()) deadline = absl::Now() + absl::Milliseconds(wait_ms);
       if (!mu_.AwaitWithDeadline(absl::Condition(&room), deadline)) {
         refused = OverloadError("no room in the commit queue of " + dir_ + " within " +
                                 std::to_string(wait_ms) + " ms");
