@@ -95,6 +95,7 @@ StatusOr<Result> RunRawMode(const Config& c, io::FileSystem* fs, bool direct, ui
   std::mutex mu;
   Status first_error;
   const double cpu0 = CpuMicros();
+  const MachineTicks ticks0 = ReadMachineTicks();
   const auto start = Clock::now();
   const auto deadline = start + std::chrono::duration<double>(c.seconds);
   std::vector<std::thread> threads;
@@ -131,6 +132,7 @@ StatusOr<Result> RunRawMode(const Config& c, io::FileSystem* fs, bool direct, ui
   for (auto& t : threads) t.join();
   r.seconds = std::chrono::duration<double>(Clock::now() - start).count();
   r.cpu_us = CpuMicros() - cpu0;
+  r.steal_pct = StealPercent(ticks0, ReadMachineTicks());
   file.reset();
   fs->Unlink(path).IgnoreError();  // scratch file
   if (!first_error.ok()) return first_error;
@@ -264,12 +266,12 @@ std::string Result::ToJson() const {
                 "\"consumers\":%d,\"seconds\":%.2f,\"msgs\":%" PRIu64 ",\"consumed\":%" PRIu64
                 ",\"deferred\":%" PRIu64 ",\"io_write_bytes\":%" PRId64
                 ",\"space_used_bytes\":%" PRId64 ",\"space_live_bytes\":%" PRId64
-                ",\"write_amp\":%.3f,\"depth\":%d,\"note\":\"%s\"}",
+                ",\"write_amp\":%.3f,\"depth\":%d,\"steal_pct\":%.1f,\"note\":\"%s\"}",
                 engine.c_str(), workload.c_str(), size, producers, msgs_per_s(), mb_per_s(),
                 latency_us.Percentile(0.5), latency_us.Percentile(0.99),
                 latency_us.Percentile(0.999), fsyncs_per_s(), bytes_per_fsync(), cpu_us_per_msg(),
                 consumers, seconds, msgs, consumed, deferred, io_write_bytes, space_used_bytes,
-                space_live_bytes, write_amp, depth, JsonEscape(note).c_str());
+                space_live_bytes, write_amp, depth, steal_pct, JsonEscape(note).c_str());
   return buf;
 }
 
@@ -497,11 +499,11 @@ int Main(int argc, char** argv) {
       std::printf("%s\n", r->ToJson().c_str());
     } else if (!config->compare) {
       std::printf("%s %s size=%" PRIu64
-                  " producers=%d consumers=%d: %.0f msgs/s, %.1f MB/s, "
+                  " producers=%d depth=%d consumers=%d: %.0f msgs/s, %.1f MB/s, "
                   "p50 %" PRIu64 " us, p99 %" PRIu64 " us, p99.9 %" PRIu64
                   " us, %.0f fsyncs/s, %.0f bytes/fsync, %.1f cpu us/msg",
-                  r->engine.c_str(), r->workload.c_str(), r->size, r->producers, r->consumers,
-                  r->msgs_per_s(), r->mb_per_s(), r->latency_us.Percentile(0.5),
+                  r->engine.c_str(), r->workload.c_str(), r->size, r->producers, r->depth,
+                  r->consumers, r->msgs_per_s(), r->mb_per_s(), r->latency_us.Percentile(0.5),
                   r->latency_us.Percentile(0.99), r->latency_us.Percentile(0.999),
                   r->fsyncs_per_s(), r->bytes_per_fsync(), r->cpu_us_per_msg());
       if (r->space_used_bytes >= 0) {
@@ -509,6 +511,7 @@ int Main(int argc, char** argv) {
                     r->space_live_bytes / 1e6);
       }
       if (r->write_amp >= 0) std::printf(", write amp %.2f", r->write_amp);
+      if (r->steal_pct >= 0) std::printf(", %.1f%% CPU stolen", r->steal_pct);
       if (r->io_write_bytes >= 0) {
         std::printf(
             ", %.2f disk bytes/payload byte",

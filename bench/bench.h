@@ -85,6 +85,9 @@ struct Result {
   uint64_t fsyncs = 0;      // durable write operations (write + sync groups)
   uint64_t disk_bytes = 0;  // bytes written to disk in those operations
   double cpu_us = 0;        // user + system CPU of the process during the run
+  // Percent of the machine's CPU time the hypervisor took for others during the run
+  // (/proc/stat steal); -1 unknown. High steal makes CPU-bound engines look slow.
+  double steal_pct = -1;
   Histogram latency_us;
   uint64_t consumed = 0;        // messages removed or delivered during the measurement
   uint64_t deferred = 0;        // of those, deferred and kept (mixed)

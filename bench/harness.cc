@@ -27,6 +27,25 @@ double CpuMicros() {
   return us(ru.ru_utime) + us(ru.ru_stime);
 }
 
+MachineTicks ReadMachineTicks() {
+  std::ifstream in("/proc/stat");
+  std::string cpu;
+  MachineTicks t;
+  if (!(in >> cpu) || cpu != "cpu") return t;
+  // user nice system idle iowait irq softirq steal (guest time is inside user and nice)
+  uint64_t v = 0;
+  for (int i = 0; i < 8 && in >> v; ++i) {
+    t.total += v;
+    if (i == 7) t.steal = v;
+  }
+  return t;
+}
+
+double StealPercent(const MachineTicks& a, const MachineTicks& b) {
+  if (b.total <= a.total) return -1;
+  return 100.0 * static_cast<double>(b.steal - a.steal) / static_cast<double>(b.total - a.total);
+}
+
 int64_t ProcessWriteBytes() {
   std::ifstream in("/proc/self/io");
   std::string key;
@@ -315,12 +334,14 @@ StatusOr<Result> RunWorkload(const Config& c, Engine& engine) {
   const EngineCounters counters0 = engine.Counters();
   const int64_t io0 = ProcessWriteBytes();
   const double cpu0 = CpuMicros();
+  const MachineTicks ticks0 = ReadMachineTicks();
   const auto start = Clock::now();
   phase = 1;
   sleep_while_ok(c.seconds);
   phase = 2;
   const auto end = Clock::now();
   const double cpu1 = CpuMicros();
+  const MachineTicks ticks1 = ReadMachineTicks();
   const int64_t io1 = ProcessWriteBytes();
   const EngineCounters counters1 = engine.Counters();
   for (auto& t : producer_threads) t.join();
@@ -332,6 +353,7 @@ StatusOr<Result> RunWorkload(const Config& c, Engine& engine) {
   r.engine = engine.name();
   r.seconds = std::chrono::duration<double>(end - start).count();
   r.cpu_us = cpu1 - cpu0;
+  r.steal_pct = StealPercent(ticks0, ticks1);
   r.consumers = consumers;
   uint64_t stalls = 0;
   for (const ProducerStats& st : pstats) {

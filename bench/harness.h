@@ -108,6 +108,15 @@ StatusOr<std::unique_ptr<Engine>> NewFilesEngine(const Config& config);
 
 // User + system CPU time of the process, microseconds.
 double CpuMicros();
+// The machine's CPU time counters (/proc/stat, first line), in ticks: `steal` is time a
+// virtual machine's CPUs were runnable but the hypervisor ran something else.
+struct MachineTicks {
+  uint64_t total = 0;
+  uint64_t steal = 0;
+};
+MachineTicks ReadMachineTicks();
+// Percent of the machine's CPU time stolen between two readings; -1 if unknown.
+double StealPercent(const MachineTicks& a, const MachineTicks& b);
 // Bytes this process caused to be written to storage (/proc/self/io write_bytes), or -1.
 int64_t ProcessWriteBytes();
 // Bytes allocated on disk under `path` (st_blocks), recursively; -1 on error.

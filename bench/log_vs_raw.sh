@@ -53,14 +53,15 @@ for line in open(sys.argv[1]):
     name, js = line.split(" ", 1)
     runs.setdefault(name, []).append(json.loads(js))
 med = {k: statistics.median(r["MB_per_s"] for r in v) for k, v in runs.items()}
-print("| run | MB/s (median) | all runs | msgs/s | p50 us | CPU us/msg | of raw | of raw-1 |")
-print("|---|---:|---|---:|---:|---:|---:|---:|")
+print("| run | MB/s (median) | all runs | msgs/s | p50 us | CPU us/msg | CPU stolen | of raw | of raw-1 |")
+print("|---|---:|---|---:|---:|---:|---:|---:|---:|")
 for k in ("raw", "raw-1", "log", "log-d4", "log-4x64"):
     v = runs[k]
     print(f"| {k} | {med[k]:.0f} | {' '.join('%.0f' % r['MB_per_s'] for r in v)} "
           f"| {statistics.median(r['msgs_per_s'] for r in v):.0f} "
           f"| {statistics.median(r['p50_us'] for r in v):.0f} "
           f"| {statistics.median(r['cpu_us_per_msg'] for r in v):.1f} "
+          f"| {statistics.median(r.get('steal_pct', -1) for r in v):.1f}% "
           f"| {100 * med[k] / med['raw']:.0f}% | {100 * med[k] / med['raw-1']:.0f}% |")
 # Paired ratios: each repetition's log run against the raw run next to it.
 for k in ("log", "log-d4", "log-4x64"):
