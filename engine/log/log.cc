@@ -92,6 +92,7 @@ struct Log::Waiter {
   AppendCallback done;
   uint32_t first = 0;  // index of its first record in Batch::records
   uint32_t count = 0;
+  bool answered = false;  // its leading appender ran `done` already
 };
 
 struct Log::Batch {
@@ -741,6 +742,16 @@ uint64_t Log::ActiveSegment() const {
 
 void Log::AppendAsync(std::span<const AppendRecord> records, AppendCallback done,
                       int64_t max_wait_ms) {
+  AppendImpl(records, std::move(done), max_wait_ms, /*lead=*/false);
+}
+
+void Log::AppendLeading(std::span<const AppendRecord> records, AppendCallback done,
+                        int64_t max_wait_ms) {
+  AppendImpl(records, std::move(done), max_wait_ms, /*lead=*/true);
+}
+
+void Log::AppendImpl(std::span<const AppendRecord> records, AppendCallback done,
+                     int64_t max_wait_ms, bool lead) {
   uint64_t size = 0;
   for (const AppendRecord& r : records) size += RecordFootprint(r.payload_size());
   if (records.empty()) {
@@ -761,6 +772,8 @@ void Log::AppendAsync(std::span<const AppendRecord> records, AppendCallback done
   Batch* batch = nullptr;
   size_t offset = 0;
   Status refused;
+  bool leading = false;
+  size_t my_waiter = 0;
   {
     MutexLock l(&mu_);
     const int64_t wait_ms = max_wait_ms < 0 ? options_.max_wait_ms : max_wait_ms;
@@ -809,6 +822,14 @@ void Log::AppendAsync(std::span<const AppendRecord> records, AppendCallback done
         off += RecordFootprint(r.payload_size());
       }
       batch->waiters.push_back({std::move(done), first, static_cast<uint32_t>(records.size())});
+      // An idle log (nothing in flight or queued, no worker placing or acknowledging):
+      // this caller writes the batch itself, and no worker takes it meanwhile.
+      if (lead && inflight_.empty() && sealed_.empty() && !placing_ && !rewriting_ &&
+          !completing_ && !leader_) {
+        leader_ = true;
+        leading = true;
+        my_waiter = batch->waiters.size() - 1;
+      }
     }
   }
   if (!refused.ok()) {
@@ -830,9 +851,19 @@ void Log::AppendAsync(std::span<const AppendRecord> records, AppendCallback done
     }
     dst += RecordFootprint(payload);
   }
-  if (batch->encoding.fetch_sub(1) == 1 && batch->writer_waiting.load()) {
-    MutexLock l(&mu_);  // the writer waits for this batch: its condition is evaluated now
+  if (!leading) {
+    if (batch->encoding.fetch_sub(1) == 1 && batch->writer_waiting.load()) {
+      MutexLock l(&mu_);  // a worker waits for this batch: its condition is evaluated now
+    }
+    return;
   }
+  batch->encoding.fetch_sub(1);
+  MutexLock l(&mu_);
+  leader_ = false;
+  // No worker placed anything while leader_ was set, so the batch holding our records is
+  // the next one, and once written it is the oldest in flight: acknowledged right here.
+  PlaceAndWrite(next_batch());
+  CompleteInOrder(batch, my_waiter);
 }
 
 Status Log::Append(std::span<const AppendRecord> records, std::vector<Location>* locations) {
@@ -859,12 +890,9 @@ void Log::IoWorkerLoop() {
     // The next batch to place and whether it can be placed now: one worker places at a
     // time, and a batch that needs a new segment waits until nothing is in flight, so
     // that the new segment's header states the old one's acknowledged end.
-    auto next = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) -> Batch* {
-      if (!sealed_.empty()) return sealed_.front();
-      return open_ != nullptr && open_->used > 0 ? open_ : nullptr;
-    };
+    auto next = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return next_batch(); };
     auto placeable = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-      if (placing_ || rewriting_) return false;
+      if (placing_ || rewriting_ || leader_) return false;
       Batch* b = next();
       if (b == nullptr || inflight_.size() >= window) return false;
       if (!fault_.ok() || inflight_.empty()) return true;
@@ -875,13 +903,23 @@ void Log::IoWorkerLoop() {
       return !completing_ && !inflight_.empty() && inflight_.front()->io_done;
     };
     auto drained = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-      return closing_ && next() == nullptr && inflight_.empty() && !completing_ && !placing_;
+      return closing_ && next() == nullptr && inflight_.empty() && !completing_ && !placing_ &&
+             !leader_ && handoff_.empty();
     };
     auto work = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-      return completable() || placeable() || drained();
+      return !handoff_.empty() || completable() || placeable() || drained();
     };
     mu_.Await(absl::Condition(&work));
-    if (completable()) {
+    if (!handoff_.empty()) {
+      // The callbacks a leading appender left: the other producers of its batches.
+      Batch* b = handoff_.front();
+      handoff_.pop_front();
+      mu_.Unlock();
+      RunCallbacks(*b);
+      mu_.Lock();
+      b->Reset();
+      idle_.push_back(b);
+    } else if (completable()) {
       CompleteInOrder();
     } else if (placeable()) {
       PlaceAndWrite(next());
@@ -921,7 +959,7 @@ void Log::PlaceAndWrite(Batch* b) {
   b->io_done = true;
 }
 
-void Log::CompleteInOrder() {
+void Log::CompleteInOrder(Batch* leader_batch, size_t leader_waiter) {
   completing_ = true;
   std::vector<Batch*> done;
   while (!inflight_.empty() && inflight_.front()->io_done) {
@@ -959,6 +997,29 @@ void Log::CompleteInOrder() {
   for (Batch* b : done) RunHook(*b);
   mu_.Lock();
   completing_ = false;  // the next worker may acknowledge later batches now
+  if (leader_batch != nullptr) {
+    // A leading appender answers only itself here: the other callbacks go to a worker,
+    // because they must not run on a thread of the caller's (which may hold its locks).
+    mu_.Unlock();
+    Waiter& w = leader_batch->waiters[leader_waiter];
+    if (leader_batch->status.ok()) {
+      w.done(leader_batch->status,
+             std::span<const Location>(leader_batch->locations).subspan(w.first, w.count));
+    } else {
+      w.done(leader_batch->status, {});
+    }
+    w.answered = true;
+    mu_.Lock();
+    for (Batch* b : done) {
+      if (b == leader_batch && b->waiters.size() == 1) {
+        b->Reset();  // a lone appender: nobody else to answer
+        idle_.push_back(b);
+      } else {
+        handoff_.push_back(b);
+      }
+    }
+    return;
+  }
   mu_.Unlock();
   for (Batch* b : done) RunCallbacks(*b);
   mu_.Lock();
@@ -1124,12 +1185,20 @@ void Log::RunHook(Batch& batch) {
 }
 
 void Log::RunCallbacks(Batch& batch) {
-  if (batch.status.ok()) {
-    const std::span<const Location> locations = batch.locations;
-    for (Waiter& w : batch.waiters) w.done(batch.status, locations.subspan(w.first, w.count));
-  } else {
-    for (Waiter& w : batch.waiters) w.done(batch.status, {});
+  const std::span<const Location> locations = batch.locations;
+  for (Waiter& w : batch.waiters) {
+    if (w.answered) continue;
+    if (batch.status.ok()) {
+      w.done(batch.status, locations.subspan(w.first, w.count));
+    } else {
+      w.done(batch.status, {});
+    }
   }
+}
+
+Log::Batch* Log::next_batch() {
+  if (!sealed_.empty()) return sealed_.front();
+  return open_ != nullptr && open_->used > 0 ? open_ : nullptr;
 }
 
 // ---- Reads ---------------------------------------------------------------------------------

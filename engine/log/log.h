@@ -197,6 +197,16 @@ class Log {
   void AppendAsync(std::span<const AppendRecord> records, AppendCallback done,
                    int64_t max_wait_ms = -1);
 
+  // AppendAsync for a caller that is about to wait for `done` anyway (a synchronous
+  // enqueue): if the log is idle (no batch in flight or queued), the calling thread writes
+  // the batch holding its records itself, runs the durable hook and its own `done`, and
+  // returns after that; the callbacks of other records in that batch run on an I/O
+  // worker. This saves the two thread hand-offs (wake a worker, wake the caller) of a
+  // lone producer. Under load it is AppendAsync.
+  // REQUIRES: the caller holds no lock that the durable hook takes.
+  void AppendLeading(std::span<const AppendRecord> records, AppendCallback done,
+                     int64_t max_wait_ms = -1);
+
   // The synchronous form. *locations (may be null) receives one entry per record.
   Status Append(std::span<const AppendRecord> records, std::vector<Location>* locations);
 
@@ -263,12 +273,18 @@ class Log {
   // the head of the log and runs their hook and callbacks. No hand-off between threads
   // on the way from a batch's write to its callbacks.
   void IoWorkerLoop();
+  void AppendImpl(std::span<const AppendRecord> records, AppendCallback done, int64_t max_wait_ms,
+                  bool lead);
+  // The oldest batch not yet placed, or null.
+  Batch* next_batch() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Takes `b` (the next batch) out of the queue, places it and writes it; mu_ is released
   // during the write.
   void PlaceAndWrite(Batch* b) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Acknowledges the completed batches at the head of inflight_ (rewriting after a failed
-  // write) and runs their hook and callbacks, outside mu_.
-  void CompleteInOrder() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // write) and runs their hook and callbacks, outside mu_. With a leader_batch (a leading
+  // appender's), only that waiter's callback runs here and the rest go to handoff_.
+  void CompleteInOrder(Batch* leader_batch = nullptr, size_t leader_waiter = 0)
+      ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Places `batch` at the end of the active segment (activating one if needed) and
   // stamps its headers. REQUIRES: no batch in flight if the active segment is full.
   Status PlaceBatch(Batch& batch) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
@@ -307,6 +323,9 @@ class Log {
   bool placing_ ABSL_GUARDED_BY(mu_) = false;         // a worker is placing a batch
   bool completing_ ABSL_GUARDED_BY(mu_) = false;      // a worker is acknowledging batches
   bool rewriting_ ABSL_GUARDED_BY(mu_) = false;       // after a failed write: nothing placed
+  bool leader_ ABSL_GUARDED_BY(mu_) = false;  // a leading appender will place the next batch
+  // Acknowledged batches whose remaining callbacks a worker runs (left by a leader).
+  std::deque<Batch*> handoff_ ABSL_GUARDED_BY(mu_);
 
   Status fault_ ABSL_GUARDED_BY(mu_);  // latched
   // Whether fault_ is set: health() answers without mu_ when it is not (the common case,

@@ -260,8 +260,9 @@ class SpoolImpl : public Spool {
                                     std::vector<log::Location> chunks);
   StatusOr<MessageId> EnqueueInline(Shard& shard, const MessageInfo& info, std::string_view body);
   // `max_wait_ms` as Log::AppendAsync's.
+  // lead: the caller waits for `done` (Log::AppendLeading) and holds no lock.
   void AppendMessage(Shard& shard, const MessageInfo& info, std::string_view body,
-                     EnqueueCallback done, int64_t max_wait_ms = -1);
+                     EnqueueCallback done, int64_t max_wait_ms = -1, bool lead = false);
   Status CheckNewMessage(const Envelope& envelope, uint64_t size) const;
   Status ChunkAdmission(Shard& shard, uint64_t size) { return ShardAdmission(shard, size); }
 
@@ -742,7 +743,7 @@ Status SpoolImpl::AppendSync(Shard& shard, std::span<const log::AppendRecord> re
 // Appends a message record (envelope and body) and calls `done` once it is durable and
 // indexed, or failed. The body may be released when this returns.
 void SpoolImpl::AppendMessage(Shard& shard, const MessageInfo& info, std::string_view body,
-                              EnqueueCallback done, int64_t max_wait_ms) {
+                              EnqueueCallback done, int64_t max_wait_ms, bool lead) {
   const std::string head = internal::EncodeEnvelope(info);
   auto op = std::make_unique<IndexOp>();
   op->entry.info = info;
@@ -756,29 +757,35 @@ void SpoolImpl::AppendMessage(Shard& shard, const MessageInfo& info, std::string
   rec.part_count = 2;
   rec.context = op.get();
   IndexOp* raw = op.release();  // owned by the callback, which the log always calls
-  shard.log->AppendAsync(
-      {&rec, 1},
-      [this, raw, id = info.id, done = std::move(done)](const Status& st,
-                                                        std::span<const log::Location>) {
-        std::unique_ptr<IndexOp> own(raw);
-        if (st.ok()) {
-          enqueued_.fetch_add(1);
-          done(id);
-        } else {
-          done(st);
-        }
-      },
-      max_wait_ms);
+  log::AppendCallback answer = [this, raw, id = info.id, done = std::move(done)](
+                                   const Status& st, std::span<const log::Location>) {
+    std::unique_ptr<IndexOp> own(raw);
+    if (st.ok()) {
+      enqueued_.fetch_add(1);
+      done(id);
+    } else {
+      done(st);
+    }
+  };
+  if (lead) {
+    shard.log->AppendLeading({&rec, 1}, std::move(answer), max_wait_ms);
+  } else {
+    shard.log->AppendAsync({&rec, 1}, std::move(answer), max_wait_ms);
+  }
 }
 
 StatusOr<MessageId> SpoolImpl::EnqueueInline(Shard& shard, const MessageInfo& info,
                                              std::string_view body) {
   Completion done;
   StatusOr<MessageId> result = InternalError("no result");
-  AppendMessage(shard, info, body, [&](const StatusOr<MessageId>& id) {
-    result = id;
-    done.Notify();
-  });
+  // No lock is held here: on an idle shard this thread writes its own batch.
+  AppendMessage(
+      shard, info, body,
+      [&](const StatusOr<MessageId>& id) {
+        result = id;
+        done.Notify();
+      },
+      -1, /*lead=*/true);
   done.Wait();
   return result;
 }
