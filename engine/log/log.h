@@ -12,7 +12,8 @@
 // (and any later ones already written), runs the durable hook (the index update) in log
 // order, and then, while another worker may already acknowledge the next batches, runs
 // the producers' callbacks: no thread hand-off between a write's completion and its
-// callbacks, and waking producers is spread over the workers.
+// callbacks, and waking producers is spread over the workers. A synchronous caller on an
+// idle log (AppendLeading) does a worker's part itself: no hand-off at all.
 //
 // Failure rule (SPEC §2.4). A failed write or sync never acknowledges its batch. The
 // segment is sealed at its last good end and never written again; the batch is placed in
