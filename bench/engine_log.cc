@@ -52,11 +52,7 @@ class LogEngine : public Engine {
   std::string name() const override { return "log"; }
 
   StatusOr<Handle> Store(std::string_view body, int producer) override {
-    log::AppendRecord rec;
-    rec.type = log::RecordType::kMessage;
-    rec.id = {static_cast<uint64_t>(producer) + 1, next_id_.fetch_add(1)};
-    rec.parts[0] = {reinterpret_cast<const std::byte*>(body.data()), body.size()};
-    rec.part_count = 1;
+    const log::AppendRecord rec = MessageRecord(body, producer);
     // As the spool's synchronous Enqueue does: on an idle log this thread writes itself.
     Completion done;
     Status status;
@@ -72,11 +68,7 @@ class LogEngine : public Engine {
   }
 
   bool StoreAsync(std::string_view body, int producer, StoreCallback done) override {
-    log::AppendRecord rec;
-    rec.type = log::RecordType::kMessage;
-    rec.id = {static_cast<uint64_t>(producer) + 1, next_id_.fetch_add(1)};
-    rec.parts[0] = {reinterpret_cast<const std::byte*>(body.data()), body.size()};
-    rec.part_count = 1;
+    const log::AppendRecord rec = MessageRecord(body, producer);
     log_->AppendAsync({&rec, 1}, [done = std::move(done), size = body.size()](
                                      const Status& s, std::span<const log::Location> loc) {
       if (!s.ok()) return done(s);
@@ -125,6 +117,15 @@ class LogEngine : public Engine {
   }
 
  private:
+  log::AppendRecord MessageRecord(std::string_view body, int producer) {
+    log::AppendRecord rec;
+    rec.type = log::RecordType::kMessage;
+    rec.id = {static_cast<uint64_t>(producer) + 1, next_id_.fetch_add(1)};
+    rec.parts[0] = {reinterpret_cast<const std::byte*>(body.data()), body.size()};
+    rec.part_count = 1;
+    return rec;
+  }
+
   std::unique_ptr<io::FileSystem> fs_;
   std::string dir_;
   log::LogOptions options_;

@@ -103,18 +103,19 @@ struct alignas(64) Mailbox {
 };
 
 struct alignas(64) ProducerStats {
+  // Taken by the producer, or with Config::depth > 1 by the store callbacks, which run on
+  // engine threads (several, for a spool with several shards).
+  std::mutex mu;
   Histogram latency_us;
   uint64_t msgs = 0;
   uint64_t bytes = 0;
   uint64_t stalls = 0;
 };
 
-// What a producer with Config::depth > 1 shares with the callbacks of its stores, which
-// run on engine threads (several, for a spool with several shards).
+// What a producer with Config::depth > 1 shares with the callbacks of its stores.
 struct alignas(64) AsyncSlot {
   std::atomic<uint32_t> completed{0};  // stores answered; a futex word
   std::atomic<bool> sleeping{false};   // the producer waits in the kernel for `completed`
-  std::mutex mu;                       // guards the producer's ProducerStats
 };
 
 void FutexWait(std::atomic<uint32_t>* word, uint32_t seen) {
@@ -161,13 +162,48 @@ StatusOr<Result> RunWorkload(const Config& c, Engine& engine) {
     failed = true;
   };
 
+  // What both kinds of producer do around a store. Stalled: the consumers are too far
+  // behind, the producer waited a millisecond instead of storing.
+  auto stalled = [&](ProducerStats& st) {
+    if (consumers == 0 ||
+        backlog.load(std::memory_order_relaxed) <= static_cast<int64_t>(c.max_backlog_bytes)) {
+      return false;
+    }
+    if (phase.load(std::memory_order_relaxed) == 1) {
+      std::lock_guard<std::mutex> l(st.mu);
+      ++st.stalls;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    return true;
+  };
+  auto next_body = [&](std::mt19937_64& rng) {
+    const uint64_t size = email ? EmailSize(rng) : c.size;
+    const uint64_t start = rng() % (body.size() - size + 1);
+    return std::string_view(body).substr(start, size);
+  };
+  // An acknowledged store: counted if measuring, handed to a consumer if any.
+  auto acknowledged = [&](int p, const Handle& h, uint64_t size, Clock::time_point t0) {
+    if (phase.load(std::memory_order_relaxed) == 1) {
+      const uint64_t us = Micros(Clock::now() - t0);
+      ProducerStats& st = pstats[p];
+      std::lock_guard<std::mutex> l(st.mu);
+      st.latency_us.Record(us);
+      ++st.msgs;
+      st.bytes += size;
+    }
+    if (consumers > 0) {
+      backlog.fetch_add(static_cast<int64_t>(size), std::memory_order_relaxed);
+      std::lock_guard<std::mutex> l(boxes[p].mu);
+      boxes[p].items.push_back(h);
+    }
+  };
+
   // Shared with the store callbacks, which may outlive this function by a few
   // instructions after their last counter update.
   auto slots = std::make_shared<std::vector<AsyncSlot>>(c.depth > 1 ? producers : 0);
   // A producer keeping c.depth stores in flight.
-  auto ProduceAsync = [&](int p) {
+  auto produce_async = [&](int p) {
     std::mt19937_64 rng(p + 1);
-    ProducerStats& st = pstats[p];
     AsyncSlot& slot = (*slots)[p];
     uint32_t issued = 0;
     auto wait_for_answer = [&](uint32_t seen) {
@@ -180,39 +216,18 @@ StatusOr<Result> RunWorkload(const Config& c, Engine& engine) {
         wait_for_answer(answered);
         continue;
       }
-      if (consumers > 0 &&
-          backlog.load(std::memory_order_relaxed) > static_cast<int64_t>(c.max_backlog_bytes)) {
-        if (phase.load(std::memory_order_relaxed) == 1) {
-          std::lock_guard<std::mutex> l(slot.mu);
-          ++st.stalls;
-        }
-        std::this_thread::sleep_for(std::chrono::milliseconds(1));
-        continue;
-      }
-      const uint64_t size = email ? EmailSize(rng) : c.size;
-      const uint64_t start = rng() % (body.size() - size + 1);
+      if (stalled(pstats[p])) continue;
+      const std::string_view piece = next_body(rng);
       const auto t0 = Clock::now();
       ++issued;
       const bool async = engine.StoreAsync(
-          std::string_view(body).substr(start, size), p,
-          [&, p, t0, size, keep = slots](const StatusOr<Handle>& h) {
-            AsyncSlot& s = (*keep)[p];
-            if (!h.ok()) {
-              fail(h.status(), "store");
+          piece, p, [&, p, t0, size = piece.size(), keep = slots](const StatusOr<Handle>& h) {
+            if (h.ok()) {
+              acknowledged(p, *h, size, t0);
             } else {
-              if (phase.load(std::memory_order_relaxed) == 1) {
-                const uint64_t us = Micros(Clock::now() - t0);
-                std::lock_guard<std::mutex> l(s.mu);
-                pstats[p].latency_us.Record(us);
-                ++pstats[p].msgs;
-                pstats[p].bytes += size;
-              }
-              if (consumers > 0) {
-                backlog.fetch_add(static_cast<int64_t>(size), std::memory_order_relaxed);
-                std::lock_guard<std::mutex> l(boxes[p].mu);
-                boxes[p].items.push_back(*h);
-              }
+              fail(h.status(), "store");
             }
+            AsyncSlot& s = (*keep)[p];
             s.completed.fetch_add(1);
             if (s.sleeping.exchange(false)) FutexWake(&s.completed);
           });
@@ -232,35 +247,18 @@ StatusOr<Result> RunWorkload(const Config& c, Engine& engine) {
   std::vector<std::thread> producer_threads, consumer_threads;
   for (int p = 0; p < producers; ++p) {
     producer_threads.emplace_back([&, p] {
-      if (c.depth > 1) return ProduceAsync(p);
+      if (c.depth > 1) return produce_async(p);
       std::mt19937_64 rng(p + 1);
-      ProducerStats& st = pstats[p];
       while (phase.load(std::memory_order_relaxed) < 2 && !failed.load()) {
-        if (consumers > 0 &&
-            backlog.load(std::memory_order_relaxed) > static_cast<int64_t>(c.max_backlog_bytes)) {
-          if (phase.load(std::memory_order_relaxed) == 1) ++st.stalls;
-          std::this_thread::sleep_for(std::chrono::milliseconds(1));
-          continue;
-        }
-        const uint64_t size = email ? EmailSize(rng) : c.size;
-        const uint64_t start = rng() % (body.size() - size + 1);
+        if (stalled(pstats[p])) continue;
+        const std::string_view piece = next_body(rng);
         const auto t0 = Clock::now();
-        StatusOr<Handle> h = engine.Store(std::string_view(body).substr(start, size), p);
-        const auto t1 = Clock::now();
+        StatusOr<Handle> h = engine.Store(piece, p);
         if (!h.ok()) {
           fail(h.status(), "store");
           break;
         }
-        if (phase.load(std::memory_order_relaxed) == 1) {
-          st.latency_us.Record(Micros(t1 - t0));
-          ++st.msgs;
-          st.bytes += size;
-        }
-        if (consumers > 0) {
-          backlog.fetch_add(static_cast<int64_t>(size), std::memory_order_relaxed);
-          std::lock_guard<std::mutex> l(boxes[p].mu);
-          boxes[p].items.push_back(*h);
-        }
+        acknowledged(p, *h, piece.size(), t0);
       }
     });
   }

@@ -99,10 +99,11 @@ struct Log::Batch {
   AlignedBuffer buf;
   size_t capacity = 0;
   size_t used = 0;  // bytes reserved
-  // Producers still copying into buf: raised under mu_, lowered without it. The writer
-  // sets writer_waiting before it waits for zero; the producer that lowers it to zero
-  // and sees writer_waiting takes mu_ once so that the writer's condition is re-checked
-  // (both sides use sequentially consistent operations: one of them sees the other).
+  // Producers still copying into buf: raised under mu_, lowered without it. The worker
+  // placing the batch sets writer_waiting before it waits for zero; the producer that
+  // lowers it to zero and sees writer_waiting takes mu_ once so that the worker's
+  // condition is re-checked (both sides use sequentially consistent operations: one of
+  // them sees the other).
   std::atomic<int> encoding{0};
   std::atomic<bool> writer_waiting{false};
   std::vector<uint32_t> offsets;
@@ -110,7 +111,7 @@ struct Log::Batch {
   std::vector<Waiter> waiters;
   Status status;                    // of the placement and write
   std::vector<Location> locations;  // of the records, on success
-  // Placement, by the writer.
+  // Placement, by the worker that writes the batch.
   Segment* seg = nullptr;
   uint64_t offset = 0;  // in seg
   uint64_t total = 0;   // bytes written: used plus the padding record
@@ -890,10 +891,9 @@ void Log::IoWorkerLoop() {
     // The next batch to place and whether it can be placed now: one worker places at a
     // time, and a batch that needs a new segment waits until nothing is in flight, so
     // that the new segment's header states the old one's acknowledged end.
-    auto next = [this]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) { return next_batch(); };
     auto placeable = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
       if (placing_ || rewriting_ || leader_) return false;
-      Batch* b = next();
+      Batch* b = next_batch();
       if (b == nullptr || inflight_.size() >= window) return false;
       if (!fault_.ok() || inflight_.empty()) return true;
       const uint64_t total = AlignUp(b->used + sizeof(RecordHeader), kBlockSize);
@@ -903,8 +903,8 @@ void Log::IoWorkerLoop() {
       return !completing_ && !inflight_.empty() && inflight_.front()->io_done;
     };
     auto drained = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
-      return closing_ && next() == nullptr && inflight_.empty() && !completing_ && !placing_ &&
-             !leader_ && handoff_.empty();
+      return closing_ && next_batch() == nullptr && inflight_.empty() && !completing_ &&
+             !placing_ && !leader_ && handoff_.empty();
     };
     auto work = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_) {
       return !handoff_.empty() || completable() || placeable() || drained();
@@ -922,7 +922,7 @@ void Log::IoWorkerLoop() {
     } else if (completable()) {
       CompleteInOrder();
     } else if (placeable()) {
-      PlaceAndWrite(next());
+      PlaceAndWrite(next_batch());
     } else {
       return;  // closing, drained
     }
@@ -1001,14 +1001,7 @@ void Log::CompleteInOrder(Batch* leader_batch, size_t leader_waiter) {
     // A leading appender answers only itself here: the other callbacks go to a worker,
     // because they must not run on a thread of the caller's (which may hold its locks).
     mu_.Unlock();
-    Waiter& w = leader_batch->waiters[leader_waiter];
-    if (leader_batch->status.ok()) {
-      w.done(leader_batch->status,
-             std::span<const Location>(leader_batch->locations).subspan(w.first, w.count));
-    } else {
-      w.done(leader_batch->status, {});
-    }
-    w.answered = true;
+    Answer(*leader_batch, leader_batch->waiters[leader_waiter]);
     mu_.Lock();
     for (Batch* b : done) {
       if (b == leader_batch && b->waiters.size() == 1) {
@@ -1184,15 +1177,18 @@ void Log::RunHook(Batch& batch) {
   durable_hook_(committed);
 }
 
+void Log::Answer(Batch& batch, Waiter& w) {
+  if (batch.status.ok()) {
+    w.done(batch.status, std::span<const Location>(batch.locations).subspan(w.first, w.count));
+  } else {
+    w.done(batch.status, {});
+  }
+  w.answered = true;
+}
+
 void Log::RunCallbacks(Batch& batch) {
-  const std::span<const Location> locations = batch.locations;
   for (Waiter& w : batch.waiters) {
-    if (w.answered) continue;
-    if (batch.status.ok()) {
-      w.done(batch.status, locations.subspan(w.first, w.count));
-    } else {
-      w.done(batch.status, {});
-    }
+    if (!w.answered) Answer(batch, w);
   }
 }
 

@@ -295,9 +295,11 @@ class Log {
   Status WritePlaced(Batch& batch);
   Status RewriteTail(std::vector<Record>& survivors, const RecoveryVisitor& visitor);
   void PreallocatorLoop();
-  // The durable hook of a batch written successfully; the producers' callbacks.
+  // The durable hook of a batch written successfully; the producers' callbacks not yet
+  // answered; one producer's callback (marks it answered).
   void RunHook(Batch& batch);
   void RunCallbacks(Batch& batch);
+  void Answer(Batch& batch, Waiter& waiter);
 
   io::FileSystem* const fs_;
   const std::string dir_;
