@@ -8,6 +8,7 @@
 #include <fstream>
 #include <map>
 #include <mutex>
+#include <random>
 #include <set>
 #include <thread>
 
@@ -475,6 +476,94 @@ TEST_F(SpoolTest, ReclamationKeepsLiveMessagesAndBoundsSpace) {
     ASSERT_OK_AND_ASSIGN(std::string got, spool->ReadBody(id));
     EXPECT_EQ(got, body);
   }
+}
+
+// Reclamation copies live messages forward a group at a time while producers change and
+// remove those same messages: every change acknowledged before, during or after a copy
+// holds, no removed message returns, before and after a crash.
+TEST_F(SpoolTest, ReclamationRacesStateChangesAndRemovals) {
+  ASSERT_OK_AND_ASSIGN(auto spool, Spool::Open(options_));
+  std::mutex mu;
+  std::map<MessageId, std::string> live;   // guarded by mu
+  std::map<MessageId, uint32_t> attempts;  // guarded by mu
+  std::set<MessageId> removed;             // guarded by mu
+  // Half of ~4 MiB stays: the older segments are half live when reclamation takes them.
+  for (int i = 0; i < 1200; ++i) {
+    std::string body = RandomBytes(i, 1500 + i % 3000);
+    ASSERT_OK_AND_ASSIGN(MessageId id, spool->Enqueue(MakeEnvelope(), body));
+    if (i % 2 == 0) {
+      live[id] = body;
+      attempts[id] = 0;
+    } else {
+      ASSERT_OK(spool->Remove(id));
+    }
+  }
+  std::vector<MessageId> ids;
+  for (const auto& [id, body] : live) ids.push_back(id);
+  std::atomic<bool> stop{false};
+  std::vector<std::thread> threads;
+  // Changers: each owns a quarter of the ids; attempts and removals race the copies.
+  for (int t = 0; t < 4; ++t) {
+    threads.emplace_back([&, t] {
+      std::mt19937_64 rng(t);
+      std::vector<MessageId> mine;
+      for (size_t i = t; i < ids.size(); i += 4) mine.push_back(ids[i]);
+      while (!stop.load() && !mine.empty()) {
+        const size_t k = rng() % mine.size();
+        const MessageId id = mine[k];
+        if (rng() % 8 == 0) {
+          ASSERT_OK(spool->Remove(id));
+          std::lock_guard<std::mutex> l(mu);
+          live.erase(id);
+          attempts.erase(id);
+          removed.insert(id);
+          mine.erase(mine.begin() + static_cast<long>(k));
+        } else {
+          ASSERT_OK(spool->RecordAttempt(id, {{}, INT64_MAX / 4, true}));
+          std::lock_guard<std::mutex> l(mu);
+          ++attempts[id];
+        }
+      }
+    });
+  }
+  // Garbage that moves the log on, so that the older segments become the oldest.
+  threads.emplace_back([&] {
+    for (int i = 0; !stop.load(); ++i) {
+      ASSERT_OK_AND_ASSIGN(MessageId id, spool->Enqueue(MakeEnvelope(), RandomBytes(i, 4000)));
+      ASSERT_OK(spool->Remove(id));
+    }
+  });
+  for (int i = 0; i < 100 && spool->GetStats().reclaimed_segments < 6; ++i) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  stop = true;
+  for (auto& t : threads) t.join();
+  const Stats st = spool->GetStats();
+  EXPECT_GE(st.reclaimed_segments, 6u);
+  EXPECT_GT(st.relocated_bytes, 0u);
+  std::cerr << live.size() << " live, " << removed.size() << " removed during the run, "
+            << st.reclaimed_segments << " segments reclaimed, " << st.relocated_bytes
+            << " bytes relocated\n";
+  auto check = [&](Spool& s) {
+    size_t count = 0;
+    ASSERT_OK(s.ForEach([&](const MessageInfo& info) {
+      ++count;
+      EXPECT_EQ(removed.count(info.id), 0u) << "removed message back: " << info.id.ToString();
+      return true;
+    }));
+    EXPECT_EQ(count, live.size());
+    for (const auto& [id, body] : live) {
+      ASSERT_OK_AND_ASSIGN(std::string got, s.ReadBody(id));
+      EXPECT_EQ(got, body);
+      ASSERT_OK_AND_ASSIGN(MessageInfo info, s.Get(id));
+      EXPECT_EQ(info.attempts, attempts[id]) << id.ToString();
+    }
+  };
+  check(*spool);
+  internal::CloseAsIfCrashed(std::move(spool));
+  ASSERT_OK_AND_ASSIGN(spool, Spool::Open(options_));
+  check(*spool);
 }
 
 // Regression (found by the kill -9 torture): reclamation recycled a segment holding the

@@ -78,6 +78,12 @@ constexpr uint64_t kFlushRecords = 20000;
 // A segment the reclaimer decided to keep is scanned again after this long at the
 // earliest (each scan reads it whole and looks up every record in the index).
 constexpr std::chrono::seconds kRescanInterval{2};
+// Reclamation copies forward this many messages at once, holding their stripe locks
+// until the copies are durable and indexed (about one group commit).
+constexpr size_t kRelocateGroup = 64;
+// The scan of a segment being reclaimed keeps at most this many payload bytes for the
+// copies; the rest are read again when copied.
+constexpr uint64_t kScanKeepBytes = 32u << 20;
 // How long a statfs of a shard with plenty of room is reused by admission.
 constexpr int64_t kSpaceCacheUs = 100000;
 // Replay writes the index in batches of this many operations.
@@ -115,6 +121,57 @@ struct IndexOp {
   std::optional<IndexEntry> old;  // the entry replaced
   std::vector<Slot> slots;        // what each appended record of this op is
   std::vector<log::Location> locations;
+};
+
+// A record's payload kept from reclamation's scan of a segment, so that relocating it
+// needs no second read.
+struct ScannedRecord {
+  log::Location location;
+  std::string payload;
+};
+
+// Fills recs[0] (the main record: `main_type`, `main_payload`) and, if the message has a
+// state record, recs[1] (its state, encoded into *state_payload) for a copy of `entry`
+// made by reclamation; op->slots says which is which. Returns the number of records.
+// The records point into the payloads and at op: all must outlive the append.
+size_t PrepareCopy(const IndexEntry& entry, log::RecordType main_type,
+                   std::string_view main_payload, std::string* state_payload, IndexOp* op,
+                   log::AppendRecord recs[2]) {
+  const log::RecordId id = ToRecordId(entry.info.id);
+  recs[0].type = main_type;
+  recs[0].id = id;
+  recs[0].parts[0] = AsBytes(main_payload);
+  recs[0].part_count = 1;
+  recs[0].context = op;
+  recs[0].flags = log::kFlagRelocated;
+  op->slots.push_back(IndexOp::Slot::kMain);
+  if (entry.state.segment == 0) return 1;
+  *state_payload = internal::EncodeState(entry.info);
+  recs[1].type = log::RecordType::kStateUpdate;
+  recs[1].id = id;
+  recs[1].parts[0] = AsBytes(*state_payload);
+  recs[1].part_count = 1;
+  recs[1].context = op;
+  recs[1].flags = log::kFlagRelocated;
+  op->slots.push_back(IndexOp::Slot::kState);
+  return 2;
+}
+
+// Holds a set of mutexes, locked in the order given (callers sort them), for a scope.
+class StripeLocks {
+ public:
+  explicit StripeLocks(std::span<Mutex* const> mutexes) ABSL_NO_THREAD_SAFETY_ANALYSIS
+      : mutexes_(mutexes) {
+    for (Mutex* m : mutexes_) m->Lock();
+  }
+  ~StripeLocks() ABSL_NO_THREAD_SAFETY_ANALYSIS {
+    for (auto it = mutexes_.rbegin(); it != mutexes_.rend(); ++it) (*it)->Unlock();
+  }
+  StripeLocks(const StripeLocks&) = delete;
+  StripeLocks& operator=(const StripeLocks&) = delete;
+
+ private:
+  std::span<Mutex* const> mutexes_;
 };
 
 struct Shard {
@@ -315,7 +372,13 @@ class SpoolImpl : public Spool {
   void CountEntriesOnce(Shard& shard);
   // Reclaims the oldest sealed segment if the policy says so; true if it did.
   StatusOr<bool> ReclaimOldest(Shard& shard);
-  Status Relocate(Shard& shard, const IndexEntry& entry);
+  // Copies forward the records in segment `oldest` of the messages in `group`, all at
+  // once (one group commit rather than one per message; streamed ones chunk by chunk).
+  // False if a removal of one of them is in flight (reclamation must wait for its
+  // outcome).
+  StatusOr<bool> RelocateGroup(Shard& shard, uint64_t oldest, std::span<const MessageId> group,
+                               std::map<MessageId, ScannedRecord>& scanned);
+  Status RelocateChunked(Shard& shard, const IndexEntry& entry);
   void BigEnqueueLoop();
 
   const Options options_;
@@ -1603,18 +1666,23 @@ StatusOr<bool> SpoolImpl::ReclaimOldest(Shard& shard) {
       std::chrono::steady_clock::now() - shard.kept_at < kRescanInterval) {
     return false;
   }
-  // Measure what in the oldest segment is still referenced by the index.
-  uint64_t referenced = 0;
+  // Measure what in the oldest segment is still referenced by the index, keeping the
+  // payloads of whole (not chunked) messages for the copy, up to kScanKeepBytes.
+  uint64_t referenced = 0, kept = 0;
   std::vector<MessageId> movers;
+  std::map<MessageId, ScannedRecord> scanned;
   std::vector<log::Damage> scan_damage;
   SPOOL_RETURN_IF_ERROR(shard.log->ScanSealed(
       oldest,
       [&](const log::Record& r) -> Status {
         const MessageId id(r.id.hi, r.id.lo);
         SPOOL_ASSIGN_OR_RETURN(std::optional<IndexEntry> e, shard.index->Get(id));
-        if (e && References(*e, r.location)) {
-          referenced += r.location.size;
-          if (movers.empty() || movers.back() != id) movers.push_back(id);
+        if (!e || !References(*e, r.location)) return Status::Ok();
+        referenced += r.location.size;
+        if (movers.empty() || movers.back() != id) movers.push_back(id);
+        if (!e->chunked() && e->main == r.location && kept + r.payload.size() <= kScanKeepBytes) {
+          kept += r.payload.size();
+          scanned[id] = {r.location, r.payload};
         }
         return Status::Ok();
       },
@@ -1635,19 +1703,11 @@ StatusOr<bool> SpoolImpl::ReclaimOldest(Shard& shard) {
 
   std::sort(movers.begin(), movers.end());
   movers.erase(std::unique(movers.begin(), movers.end()), movers.end());
-  for (const MessageId& id : movers) {
-    MutexLock stripe(&StripeOf(id));
-    SPOOL_ASSIGN_OR_RETURN(std::optional<IndexEntry> e, shard.index->Get(id));
-    if (!e) continue;  // removed meanwhile
-    // A removal in flight: its outcome decides whether the records are still needed.
-    if (shard.Removing(id)) return false;
-    // A quarantined message's records are damaged and never read again: they are not
-    // copied (they could not be), and its envelope stays in the index for the operator.
-    if (e->info.state == MessageState::kCorrupt) continue;
-    bool in_oldest = e->main.segment == oldest || e->state.segment == oldest;
-    for (const log::Location& c : e->chunks) in_oldest |= c.segment == oldest;
-    if (!in_oldest) continue;
-    SPOOL_RETURN_IF_ERROR(Relocate(shard, *e));
+  for (size_t i = 0; i < movers.size(); i += kRelocateGroup) {
+    const std::span<const MessageId> group(movers.data() + i,
+                                           std::min(kRelocateGroup, movers.size() - i));
+    SPOOL_ASSIGN_OR_RETURN(bool moved, RelocateGroup(shard, oldest, group, scanned));
+    if (!moved) return false;
   }
   // The index must durably point at the new copies before the old ones can go: flush,
   // and check that the checkpoint has passed the segment.
@@ -1663,57 +1723,123 @@ StatusOr<bool> SpoolImpl::ReclaimOldest(Shard& shard) {
   return true;
 }
 
-// Copies a message's live records to the head of the log. REQUIRES: the id's stripe lock
-// is held, so that no update or removal of it interleaves.
-Status SpoolImpl::Relocate(Shard& shard, const IndexEntry& entry) {
+StatusOr<bool> SpoolImpl::RelocateGroup(Shard& shard, uint64_t oldest,
+                                        std::span<const MessageId> group,
+                                        std::map<MessageId, ScannedRecord>& scanned) {
+  // The stripe locks of the whole group are held until its copies are durable and
+  // indexed, so that no state change or removal of these messages interleaves (as for a
+  // single message, see Relocate). Only reclamation holds more than one stripe, and it
+  // takes them in address order: no deadlock with another shard's reclamation.
+  std::vector<Mutex*> locks;
+  for (const MessageId& id : group) locks.push_back(&StripeOf(id));
+  std::sort(locks.begin(), locks.end());
+  locks.erase(std::unique(locks.begin(), locks.end()), locks.end());
+  StripeLocks held(locks);
+
+  // One append per message, all in flight together; each callback runs after the durable
+  // hook has indexed its copy. The callbacks share the group's state (and so keep its
+  // mutex alive until the last of them has let go of it).
+  struct Copy {
+    IndexOp op;
+    std::string main_payload, state_payload;
+    log::AppendRecord recs[2];
+  };
+  struct Group {
+    std::vector<std::unique_ptr<Copy>> copies;
+    Mutex mu;
+    size_t pending ABSL_GUARDED_BY(mu) = 0;
+    Status first_error ABSL_GUARDED_BY(mu);
+    uint64_t moved ABSL_GUARDED_BY(mu) = 0;
+  };
+  auto g = std::make_shared<Group>();
+  // Waits for every append of the group; returns `result`, else the first failed append.
+  auto finish = [&](Status result) -> Status {
+    MutexLock l(&g->mu);
+    auto done = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(g->mu) { return g->pending == 0; };
+    g->mu.Await(absl::Condition(&done));
+    relocated_bytes_.fetch_add(g->moved);
+    return result.ok() ? g->first_error : result;
+  };
+  for (const MessageId& id : group) {
+    StatusOr<std::optional<IndexEntry>> found = shard.index->Get(id);
+    if (!found.ok()) return finish(found.status());
+    const std::optional<IndexEntry>& e = *found;
+    if (!e) continue;  // removed meanwhile
+    // A removal in flight: its outcome decides whether the records are still needed.
+    if (shard.Removing(id)) {
+      SPOOL_RETURN_IF_ERROR(finish(Status::Ok()));
+      return false;
+    }
+    // A quarantined message's records are damaged and never read again: they are not
+    // copied (they could not be), and its envelope stays in the index for the operator.
+    if (e->info.state == MessageState::kCorrupt) continue;
+    bool in_oldest = e->main.segment == oldest || e->state.segment == oldest;
+    for (const log::Location& c : e->chunks) in_oldest |= c.segment == oldest;
+    if (!in_oldest) continue;
+    if (e->chunked()) {  // large and rare: chunk by chunk, synchronously
+      if (Status s = RelocateChunked(shard, *e); !s.ok()) return finish(s);
+      continue;
+    }
+    auto copy = std::make_unique<Copy>();
+    if (auto it = scanned.find(id); it != scanned.end() && it->second.location == e->main) {
+      copy->main_payload = std::move(it->second.payload);
+    } else {
+      StatusOr<std::string> payload = ReadRecordPayload(shard, id, e->main);
+      if (!payload.ok()) return finish(payload.status());
+      copy->main_payload = std::move(payload).value();
+    }
+    copy->op.entry = *e;
+    copy->op.old = *e;
+    const size_t count = PrepareCopy(*e, log::RecordType::kMessage, copy->main_payload,
+                                     &copy->state_payload, &copy->op, copy->recs);
+    {
+      MutexLock l(&g->mu);
+      ++g->pending;
+    }
+    const std::span<const log::AppendRecord> recs(copy->recs, count);
+    g->copies.push_back(std::move(copy));
+    shard.log->AppendAsync(recs, [g](const Status& s, std::span<const log::Location> locs) {
+      MutexLock l(&g->mu);
+      if (s.ok()) {
+        for (const log::Location& loc : locs) g->moved += loc.size;
+      } else if (g->first_error.ok()) {
+        g->first_error = s;
+      }
+      --g->pending;
+    });
+  }
+  SPOOL_RETURN_IF_ERROR(finish(Status::Ok()));
+  return true;
+}
+
+// Copies a streamed message's chunks to the head of the log one by one, then its commit
+// (and state) record. REQUIRES: the id's stripe lock is held, so that no update or
+// removal of it interleaves.
+Status SpoolImpl::RelocateChunked(Shard& shard, const IndexEntry& entry) {
   const MessageId id = entry.info.id;
+  uint64_t moved = 0;
+  std::vector<log::Location> chunks;
+  for (const log::Location& c : entry.chunks) {
+    SPOOL_ASSIGN_OR_RETURN(std::string piece, ReadRecordPayload(shard, id, c));
+    log::AppendRecord rec;
+    rec.type = log::RecordType::kBodyChunk;
+    rec.flags = log::kFlagRelocated;
+    rec.id = ToRecordId(id);
+    rec.parts[0] = AsBytes(piece);
+    rec.part_count = 1;
+    std::vector<log::Location> loc;
+    SPOOL_RETURN_IF_ERROR(shard.log->Append({&rec, 1}, &loc));
+    chunks.push_back(loc[0]);
+    moved += loc[0].size;
+  }
   IndexOp op;
   op.entry = entry;
   op.old = entry;
-  std::string main_payload;
-  log::RecordType main_type = log::RecordType::kMessage;
-  uint64_t moved = 0;
-  if (entry.chunked()) {
-    std::vector<log::Location> chunks;
-    for (const log::Location& c : entry.chunks) {
-      SPOOL_ASSIGN_OR_RETURN(std::string piece, ReadRecordPayload(shard, id, c));
-      log::AppendRecord rec;
-      rec.type = log::RecordType::kBodyChunk;
-      rec.flags = log::kFlagRelocated;
-      rec.id = ToRecordId(id);
-      rec.parts[0] = AsBytes(piece);
-      rec.part_count = 1;
-      std::vector<log::Location> loc;
-      SPOOL_RETURN_IF_ERROR(shard.log->Append({&rec, 1}, &loc));
-      chunks.push_back(loc[0]);
-      moved += loc[0].size;
-    }
-    op.entry.chunks = chunks;
-    main_payload = internal::EncodeCommit(entry.info, chunks);
-    main_type = log::RecordType::kCommit;
-  } else {
-    SPOOL_ASSIGN_OR_RETURN(main_payload, ReadRecordPayload(shard, id, entry.main));
-  }
-  const std::string state_payload = internal::EncodeState(entry.info);
+  op.entry.chunks = chunks;
+  const std::string commit = internal::EncodeCommit(entry.info, chunks);
+  std::string state_payload;
   log::AppendRecord recs[2];
-  recs[0].type = main_type;
-  recs[0].id = ToRecordId(id);
-  recs[0].parts[0] = AsBytes(main_payload);
-  recs[0].part_count = 1;
-  recs[0].context = &op;
-  recs[0].flags = log::kFlagRelocated;
-  op.slots.push_back(IndexOp::Slot::kMain);
-  size_t n = 1;
-  if (entry.state.segment != 0) {
-    recs[1].type = log::RecordType::kStateUpdate;
-    recs[1].id = ToRecordId(id);
-    recs[1].parts[0] = AsBytes(state_payload);
-    recs[1].part_count = 1;
-    recs[1].context = &op;
-    recs[1].flags = log::kFlagRelocated;
-    op.slots.push_back(IndexOp::Slot::kState);
-    n = 2;
-  }
+  const size_t n = PrepareCopy(entry, log::RecordType::kCommit, commit, &state_payload, &op, recs);
   std::vector<log::Location> locs;
   SPOOL_RETURN_IF_ERROR(shard.log->Append({recs, n}, &locs));
   for (const log::Location& l : locs) moved += l.size;
