@@ -17,6 +17,7 @@
 #include <random>
 #include <set>
 #include <thread>
+#include <utility>
 
 #include "index/index.h"
 #include "io/file_system.h"
@@ -81,6 +82,9 @@ constexpr std::chrono::seconds kRescanInterval{2};
 // Reclamation copies forward this many messages at once, holding their stripe locks
 // until the copies are durable and indexed (about one group commit).
 constexpr size_t kRelocateGroup = 64;
+// ... and keeps at most this many payload bytes of them in flight at once (the log's
+// batches stay open to other producers).
+constexpr uint64_t kRelocateBytesInFlight = 4u << 20;
 // The scan of a segment being reclaimed keeps at most this many payload bytes for the
 // copies; the rest are read again when copied.
 constexpr uint64_t kScanKeepBytes = 32u << 20;
@@ -176,6 +180,9 @@ class StripeLocks {
 
 struct Shard {
   uint32_t number = 0;
+  // Per-message locks (SpoolImpl::StripeOf): a change of a message holds its stripe
+  // until the change is durable and indexed.
+  std::array<Mutex, kLockStripes> stripes;
   std::string dir;
   uint64_t segment_size = 0;  // the shard's own, from its marker
   std::unique_ptr<io::FileLock> lock;
@@ -361,10 +368,18 @@ class SpoolImpl : public Spool {
   // Appends a state record for `id` after `change` edits the info (under the id's lock).
   Status ChangeState(const MessageId& id, const std::function<Status(MessageInfo* info)>& change);
   StatusOr<IndexEntry> Lookup(Shard& shard, const MessageId& id);
+  // The removing set (Shard::removing): hides a message whose removal is under way.
+  void MarkRemoving(Shard& shard, const MessageId& id);
+  void UnmarkRemoving(Shard& shard, const MessageId& id);
+  // Appends the removal of `old` (marked removing) and answers `done` once it is durable
+  // and indexed, or failed. REQUIRES: the id's stripe lock is held.
+  void AppendRemoval(Shard& shard, IndexEntry old, std::function<void(const Status&)> done);
   StatusOr<std::string> ReadRecordPayload(Shard& shard, const MessageId& id,
                                           const log::Location& loc);
-  Mutex& StripeOf(const MessageId& id) {
-    return stripes_[(id.time() ^ (id.tag() * 0x9E3779B97F4A7C15ull)) % kLockStripes];
+  // The lock that orders the changes of message `id` of `shard`. Each shard has its own
+  // stripes, so that a shard stuck on its disk holds up no other shard's changes.
+  static Mutex& StripeOf(Shard& shard, const MessageId& id) {
+    return shard.stripes[(id.time() ^ (id.tag() * 0x9E3779B97F4A7C15ull)) % kLockStripes];
   }
 
   void MaintenanceLoop(Shard* shard);
@@ -373,9 +388,9 @@ class SpoolImpl : public Spool {
   // Reclaims the oldest sealed segment if the policy says so; true if it did.
   StatusOr<bool> ReclaimOldest(Shard& shard);
   // Copies forward the records in segment `oldest` of the messages in `group`, all at
-  // once (one group commit rather than one per message; streamed ones chunk by chunk).
-  // False if a removal of one of them is in flight (reclamation must wait for its
-  // outcome).
+  // once (one group commit rather than one per message; streamed ones are left to the
+  // caller). False if a removal of one of them is in flight (reclamation must wait for
+  // its outcome).
   StatusOr<bool> RelocateGroup(Shard& shard, uint64_t oldest, std::span<const MessageId> group,
                                std::map<MessageId, ScannedRecord>& scanned);
   Status RelocateChunked(Shard& shard, const IndexEntry& entry);
@@ -388,7 +403,6 @@ class SpoolImpl : public Spool {
   io::FileSystem* fs_ = nullptr;
   std::vector<std::unique_ptr<Shard>> shards_;
   std::map<uint32_t, Shard*> by_number_;
-  std::array<Mutex, kLockStripes> stripes_;
   std::atomic<uint64_t> last_time_{0};
   uint64_t nonce_ = 0;
   std::atomic<uint32_t> next_shard_{0};
@@ -1028,7 +1042,7 @@ Status SpoolImpl::ChangeState(const MessageId& id,
   SPOOL_RETURN_IF_ERROR(WritableCheck());
   SPOOL_ASSIGN_OR_RETURN(Shard * shard, ShardOf(id));
   SPOOL_RETURN_IF_ERROR(IndexHealth(*shard));
-  MutexLock stripe(&StripeOf(id));
+  MutexLock stripe(&StripeOf(*shard, id));
   SPOOL_ASSIGN_OR_RETURN(IndexEntry old, Lookup(*shard, id));
   IndexOp op;
   op.entry = old;
@@ -1115,17 +1129,66 @@ void SpoolImpl::RemoveAsync(const MessageId& id, std::function<void(const Status
   if (Status s = IndexHealth(*shard); !s.ok()) return answer(s);
   // The stripe lock orders this removal with other changes of the message; the removing
   // set then hides it until the removal is durable and applied to the index.
-  MutexLock stripe(&StripeOf(id));
-  StatusOr<IndexEntry> old = Lookup(*shard, id);
-  if (!old.ok()) return answer(old.status());
-  {
-    MutexLock l(&shard->removing_mu);
-    shard->removing.insert(id);
-    shard->removing_count.fetch_add(1);
+  Mutex& stripe = StripeOf(*shard, id);
+  if (stripe.TryLock()) {
+    StatusOr<IndexEntry> old = Lookup(*shard, id);
+    if (old.ok()) {
+      MarkRemoving(*shard, id);
+      AppendRemoval(*shard, std::move(old).value(), std::move(done));
+    }
+    stripe.Unlock();
+    if (!old.ok()) answer(old.status());
+    return;
   }
+  // The stripe is busy (reclamation copying a group of messages, a state change waiting
+  // for its commit): the removal waits for it on the spool's worker thread, never on the
+  // caller's, which may be an event loop or an I/O worker running a callback that the
+  // holder of the stripe waits for. The message is hidden from now on.
+  if (Status s = Lookup(*shard, id).status(); !s.ok()) return answer(s);
+  MarkRemoving(*shard, id);
+  auto job = [this, shard, id, done]() mutable {
+    MutexLock l(&StripeOf(*shard, id));
+    // Not Lookup: the removing set hides the message already.
+    StatusOr<std::optional<IndexEntry>> e = shard->index->Get(id);
+    Status s = e.ok() ? IndexHealth(*shard) : e.status();
+    if (s.ok() && !e->has_value()) s = NotFoundError("no message " + id.ToString());
+    if (s.ok()) s = WritableCheck();
+    if (!s.ok()) {
+      UnmarkRemoving(*shard, id);
+      if (done) done(s);
+      return;
+    }
+    AppendRemoval(*shard, std::move(**e), std::move(done));
+  };
+  {
+    MutexLock l(&mu_);
+    if (!closing_) {
+      big_queue_.push_back(std::move(job));
+      return;
+    }
+  }
+  UnmarkRemoving(*shard, id);
+  answer(UnavailableError("the spool is closing"));
+}
+
+void SpoolImpl::MarkRemoving(Shard& shard, const MessageId& id) {
+  MutexLock l(&shard.removing_mu);
+  shard.removing.insert(id);
+  shard.removing_count.fetch_add(1);
+}
+
+void SpoolImpl::UnmarkRemoving(Shard& shard, const MessageId& id) {
+  MutexLock l(&shard.removing_mu);
+  shard.removing.erase(id);
+  shard.removing_count.fetch_sub(1);
+}
+
+void SpoolImpl::AppendRemoval(Shard& shard, IndexEntry old,
+                              std::function<void(const Status&)> done) {
+  const MessageId id = old.info.id;
   auto op = std::make_unique<IndexOp>();
   op->remove = true;
-  op->entry = std::move(old).value();
+  op->entry = std::move(old);
   op->slots = {IndexOp::Slot::kMain};
   log::AppendRecord rec;
   rec.type = log::RecordType::kRemove;
@@ -1133,15 +1196,12 @@ void SpoolImpl::RemoveAsync(const MessageId& id, std::function<void(const Status
   rec.part_count = 0;
   rec.context = op.get();
   IndexOp* raw = op.release();  // owned by the callback, which the log always calls
-  shard->log->AppendAsync({&rec, 1}, [this, raw, shard, id, done = std::move(done)](
-                                         const Status& st, std::span<const log::Location>) {
+  Shard* s = &shard;
+  s->log->AppendAsync({&rec, 1}, [this, raw, s, id, done = std::move(done)](
+                                     const Status& st, std::span<const log::Location>) {
     std::unique_ptr<IndexOp> own(raw);
-    {
-      // The durable hook has applied the removal (or it failed and the message stays).
-      MutexLock l(&shard->removing_mu);
-      shard->removing.erase(id);
-      shard->removing_count.fetch_sub(1);
-    }
+    // The durable hook has applied the removal (or it failed and the message stays).
+    UnmarkRemoving(*s, id);
     if (st.ok()) removed_.fetch_add(1);
     if (done) done(st);
   });
@@ -1669,7 +1729,7 @@ StatusOr<bool> SpoolImpl::ReclaimOldest(Shard& shard) {
   // Measure what in the oldest segment is still referenced by the index, keeping the
   // payloads of whole (not chunked) messages for the copy, up to kScanKeepBytes.
   uint64_t referenced = 0, kept = 0;
-  std::vector<MessageId> movers;
+  std::vector<MessageId> movers, streamed;  // whole messages; streamed ones (chunks)
   std::map<MessageId, ScannedRecord> scanned;
   std::vector<log::Damage> scan_damage;
   SPOOL_RETURN_IF_ERROR(shard.log->ScanSealed(
@@ -1682,7 +1742,8 @@ StatusOr<bool> SpoolImpl::ReclaimOldest(Shard& shard) {
         SPOOL_ASSIGN_OR_RETURN(std::optional<IndexEntry> e, shard.index->Get(id));
         if (!e || !References(*e, r.location)) return Status::Ok();
         referenced += r.location.size;
-        if (movers.empty() || movers.back() != id) movers.push_back(id);
+        std::vector<MessageId>& list = e->chunked() ? streamed : movers;
+        if (list.empty() || list.back() != id) list.push_back(id);
         if (!e->chunked() && e->main == r.location && kept + r.payload.size() <= kScanKeepBytes) {
           kept += r.payload.size();
           scanned[id] = {r.location, r.payload};
@@ -1704,14 +1765,31 @@ StatusOr<bool> SpoolImpl::ReclaimOldest(Shard& shard) {
     return false;
   }
 
-  std::sort(movers.begin(), movers.end());
-  movers.erase(std::unique(movers.begin(), movers.end()), movers.end());
+  for (std::vector<MessageId>* list : {&movers, &streamed}) {
+    std::sort(list->begin(), list->end());
+    list->erase(std::unique(list->begin(), list->end()), list->end());
+  }
   for (size_t i = 0; i < movers.size(); i += kRelocateGroup) {
     const std::span<const MessageId> group(movers.data() + i,
                                            std::min(kRelocateGroup, movers.size() - i));
     SPOOL_ASSIGN_OR_RETURN(bool moved, RelocateGroup(shard, oldest, group, scanned));
     if (!moved) return false;
   }
+  // Streamed messages are large and few: one at a time, chunk by chunk, each under its
+  // own stripe lock only.
+  for (const MessageId& id : streamed) {
+    MutexLock stripe(&StripeOf(shard, id));
+    SPOOL_ASSIGN_OR_RETURN(std::optional<IndexEntry> e, shard.index->Get(id));
+    if (!e) continue;                      // removed meanwhile
+    if (shard.Removing(id)) return false;  // its outcome decides
+    SPOOL_RETURN_IF_ERROR(IndexHealth(shard));
+    if (e->info.state == MessageState::kCorrupt || !e->chunked()) continue;
+    bool in_oldest = e->main.segment == oldest || e->state.segment == oldest;
+    for (const log::Location& c : e->chunks) in_oldest |= c.segment == oldest;
+    if (in_oldest) SPOOL_RETURN_IF_ERROR(RelocateChunked(shard, *e));
+  }
+  // A copy made while the index was failing is not in it: the segment must stay.
+  SPOOL_RETURN_IF_ERROR(IndexHealth(shard));
   // The index must durably point at the new copies before the old ones can go: flush,
   // and check that the checkpoint has passed the segment.
   SPOOL_RETURN_IF_ERROR(shard.index->Flush());
@@ -1730,18 +1808,18 @@ StatusOr<bool> SpoolImpl::RelocateGroup(Shard& shard, uint64_t oldest,
                                         std::span<const MessageId> group,
                                         std::map<MessageId, ScannedRecord>& scanned) {
   // The stripe locks of the whole group are held until its copies are durable and
-  // indexed, so that no state change or removal of these messages interleaves (as for a
-  // single message, see Relocate). Only reclamation holds more than one stripe, and it
-  // takes them in address order: no deadlock with another shard's reclamation.
+  // indexed, so that no state change or removal of these messages interleaves (the
+  // protocol of every change: design.md). Only reclamation holds more than one stripe,
+  // and it takes them in address order (they are the shard's own).
   std::vector<Mutex*> locks;
-  for (const MessageId& id : group) locks.push_back(&StripeOf(id));
+  for (const MessageId& id : group) locks.push_back(&StripeOf(shard, id));
   std::sort(locks.begin(), locks.end());
   locks.erase(std::unique(locks.begin(), locks.end()), locks.end());
   StripeLocks held(locks);
 
-  // One append per message, all in flight together; each callback runs after the durable
-  // hook has indexed its copy. The callbacks share the group's state (and so keep its
-  // mutex alive until the last of them has let go of it).
+  // One append per message, in flight together (up to kRelocateBytesInFlight); each
+  // callback runs after the durable hook has indexed its copy. The callbacks share the
+  // group's state (and so keep its mutex alive until the last of them has let go of it).
   struct Copy {
     IndexOp op;
     std::string main_payload, state_payload;
@@ -1755,14 +1833,24 @@ StatusOr<bool> SpoolImpl::RelocateGroup(Shard& shard, uint64_t oldest,
     uint64_t moved ABSL_GUARDED_BY(mu) = 0;
   };
   auto g = std::make_shared<Group>();
-  // Waits for every append of the group; returns `result`, else the first failed append.
-  auto finish = [&](Status result) -> Status {
+  // Waits for every append issued so far; returns the first failure, if any.
+  auto drain = [&]() -> Status {
     MutexLock l(&g->mu);
     auto done = [&]() ABSL_EXCLUSIVE_LOCKS_REQUIRED(g->mu) { return g->pending == 0; };
     g->mu.Await(absl::Condition(&done));
-    relocated_bytes_.fetch_add(g->moved);
-    return result.ok() ? g->first_error : result;
+    relocated_bytes_.fetch_add(std::exchange(g->moved, 0));
+    return g->first_error;
   };
+  // Ends the group: waits for what is in flight, then answers `result`, else the first
+  // failed append, else whether the index took every copy.
+  auto finish = [&](Status result) -> Status {
+    Status appended = drain();
+    if (!result.ok()) return result;
+    if (!appended.ok()) return appended;
+    return IndexHealth(shard);  // a copy made while the index fails is not in it
+  };
+  SPOOL_RETURN_IF_ERROR(IndexHealth(shard));
+  uint64_t in_flight = 0;
   for (const MessageId& id : group) {
     StatusOr<std::optional<IndexEntry>> found = shard.index->Get(id);
     if (!found.ok()) return finish(found.status());
@@ -1775,14 +1863,9 @@ StatusOr<bool> SpoolImpl::RelocateGroup(Shard& shard, uint64_t oldest,
     }
     // A quarantined message's records are damaged and never read again: they are not
     // copied (they could not be), and its envelope stays in the index for the operator.
-    if (e->info.state == MessageState::kCorrupt) continue;
-    bool in_oldest = e->main.segment == oldest || e->state.segment == oldest;
-    for (const log::Location& c : e->chunks) in_oldest |= c.segment == oldest;
-    if (!in_oldest) continue;
-    if (e->chunked()) {  // large and rare: chunk by chunk, synchronously
-      if (Status s = RelocateChunked(shard, *e); !s.ok()) return finish(s);
-      continue;
-    }
+    // Streamed messages are copied apart (ReclaimOldest).
+    if (e->info.state == MessageState::kCorrupt || e->chunked()) continue;
+    if (e->main.segment != oldest && e->state.segment != oldest) continue;
     auto copy = std::make_unique<Copy>();
     if (auto it = scanned.find(id); it != scanned.end() && it->second.location == e->main) {
       copy->main_payload = std::move(it->second.payload);
@@ -1797,8 +1880,10 @@ StatusOr<bool> SpoolImpl::RelocateGroup(Shard& shard, uint64_t oldest,
                                      &copy->state_payload, &copy->op, copy->recs);
     {
       MutexLock l(&g->mu);
+      if (!g->first_error.ok()) break;  // no more copies after a failed one
       ++g->pending;
     }
+    in_flight += copy->main_payload.size();
     const std::span<const log::AppendRecord> recs(copy->recs, count);
     g->copies.push_back(std::move(copy));
     shard.log->AppendAsync(recs, [g](const Status& s, std::span<const log::Location> locs) {
@@ -1810,6 +1895,10 @@ StatusOr<bool> SpoolImpl::RelocateGroup(Shard& shard, uint64_t oldest,
       }
       --g->pending;
     });
+    if (in_flight >= kRelocateBytesInFlight) {
+      if (Status s = drain(); !s.ok()) return finish(s);
+      in_flight = 0;
+    }
   }
   SPOOL_RETURN_IF_ERROR(finish(Status::Ok()));
   return true;

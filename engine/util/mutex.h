@@ -80,6 +80,8 @@ class ABSL_LOCKABLE Mutex {
 
   // Blocks until this thread holds the mutex exclusively. Not reentrant.
   void Lock() ABSL_EXCLUSIVE_LOCK_FUNCTION();
+  // Takes the mutex exclusively if that needs no wait; true if it did.
+  bool TryLock() ABSL_EXCLUSIVE_TRYLOCK_FUNCTION(true);
   // REQUIRES: this thread holds the mutex exclusively.
   void Unlock() ABSL_UNLOCK_FUNCTION();
   // Blocks until this thread holds the mutex shared. Not reentrant.
@@ -179,6 +181,15 @@ inline void Mutex::Lock() ABSL_NO_THREAD_SAFETY_ANALYSIS {
   writer_.store(std::this_thread::get_id(), std::memory_order_relaxed);
 }
 
+inline bool Mutex::TryLock() ABSL_NO_THREAD_SAFETY_ANALYSIS {
+  __tsan_mutex_pre_lock(this, kExclusive | __tsan_mutex_try_lock);
+  const bool locked = mu_.TryLock();
+  __tsan_mutex_post_lock(
+      this, kExclusive | __tsan_mutex_try_lock | (locked ? 0 : __tsan_mutex_try_lock_failed), 0);
+  if (locked) writer_.store(std::this_thread::get_id(), std::memory_order_relaxed);
+  return locked;
+}
+
 inline void Mutex::Unlock() ABSL_NO_THREAD_SAFETY_ANALYSIS {
   writer_.store(std::thread::id(), std::memory_order_relaxed);
   __tsan_mutex_pre_unlock(this, kExclusive);
@@ -243,6 +254,7 @@ inline bool Mutex::AnnotatedCondition::Eval(AnnotatedCondition* self) {
 inline Mutex::Mutex() = default;
 inline Mutex::~Mutex() = default;
 inline void Mutex::Lock() ABSL_NO_THREAD_SAFETY_ANALYSIS { mu_.Lock(); }
+inline bool Mutex::TryLock() ABSL_NO_THREAD_SAFETY_ANALYSIS { return mu_.TryLock(); }
 inline void Mutex::Unlock() ABSL_NO_THREAD_SAFETY_ANALYSIS { mu_.Unlock(); }
 inline void Mutex::ReaderLock() ABSL_NO_THREAD_SAFETY_ANALYSIS { mu_.ReaderLock(); }
 inline void Mutex::ReaderUnlock() ABSL_NO_THREAD_SAFETY_ANALYSIS { mu_.ReaderUnlock(); }
