@@ -218,7 +218,8 @@ class Spool {
   // empty) runs on a spool thread once the removal is durable, or failed (the message is
   // then still there, intact). From the call on, the message is gone for Get, ReadBody,
   // state changes and scans. Until `done` runs, a crash may bring the message back (a
-  // second delivery, never a loss).
+  // second delivery, never a loss). Never waits for the message's lock: when a state
+  // change or reclamation holds it, the removal waits on a spool thread instead.
   virtual void RemoveAsync(const MessageId& id, std::function<void(const Status&)> done) = 0;
 
   // The queued messages of `queue` whose next attempt is at or before now_ms, earliest
