@@ -413,6 +413,9 @@ class SpoolImpl : public Spool {
 
   Mutex mu_;
   bool closing_ ABSL_GUARDED_BY(mu_) = false;
+  // Work that may block, taken off the callers' threads: EnqueueAsync of a streamed body,
+  // RemoveAsync of a message whose stripe is busy. One worker thread (BigEnqueueLoop)
+  // runs it in order, and drains it at close.
   std::deque<std::function<void()>> big_queue_ ABSL_GUARDED_BY(mu_);
   std::vector<std::thread> threads_;
   bool crash_on_close_ = false;
