@@ -107,6 +107,11 @@ uint64_t NowMicros() {
 
 log::RecordId ToRecordId(const MessageId& id) { return {id.time(), id.tag()}; }
 
+// The answer for a message whose removal is under way or done.
+Status RemovedError(const MessageId& id) {
+  return NotFoundError("no message " + id.ToString() + " (removed)");
+}
+
 std::span<const std::byte> AsBytes(std::string_view s) {
   return {reinterpret_cast<const std::byte*>(s.data()), s.size()};
 }
@@ -369,7 +374,8 @@ class SpoolImpl : public Spool {
   Status ChangeState(const MessageId& id, const std::function<Status(MessageInfo* info)>& change);
   StatusOr<IndexEntry> Lookup(Shard& shard, const MessageId& id);
   // The removing set (Shard::removing): hides a message whose removal is under way.
-  void MarkRemoving(Shard& shard, const MessageId& id);
+  // MarkRemoving is false if its removal is under way already.
+  bool MarkRemoving(Shard& shard, const MessageId& id);
   void UnmarkRemoving(Shard& shard, const MessageId& id);
   // Appends the removal of `old` (marked removing) and answers `done` once it is durable
   // and indexed, or failed. REQUIRES: the id's stripe lock is held.
@@ -1030,7 +1036,7 @@ StatusOr<MessageId> SpoolImpl::CommitChunked(Shard& shard, MessageInfo info,
 }
 
 StatusOr<IndexEntry> SpoolImpl::Lookup(Shard& shard, const MessageId& id) {
-  if (shard.Removing(id)) return NotFoundError("no message " + id.ToString() + " (removed)");
+  if (shard.Removing(id)) return RemovedError(id);
   SPOOL_ASSIGN_OR_RETURN(std::optional<IndexEntry> e, shard.index->Get(id));
   if (!e) {
     // A message acknowledged while the index was failing is in the log, not yet here.
@@ -1135,10 +1141,8 @@ void SpoolImpl::RemoveAsync(const MessageId& id, std::function<void(const Status
   Mutex& stripe = StripeOf(*shard, id);
   if (stripe.TryLock()) {
     StatusOr<IndexEntry> old = Lookup(*shard, id);
-    if (old.ok()) {
-      MarkRemoving(*shard, id);
-      AppendRemoval(*shard, std::move(old).value(), std::move(done));
-    }
+    if (old.ok() && !MarkRemoving(*shard, id)) old = RemovedError(id);
+    if (old.ok()) AppendRemoval(*shard, std::move(old).value(), std::move(done));
     stripe.Unlock();
     if (!old.ok()) answer(old.status());
     return;
@@ -1146,9 +1150,10 @@ void SpoolImpl::RemoveAsync(const MessageId& id, std::function<void(const Status
   // The stripe is busy (reclamation copying a group of messages, a state change waiting
   // for its commit): the removal waits for it on the spool's worker thread, never on the
   // caller's, which may be an event loop or an I/O worker running a callback that the
-  // holder of the stripe waits for. The message is hidden from now on.
+  // holder of the stripe waits for. The message is hidden from now on, and a second
+  // removal of it finds it gone.
   if (Status s = Lookup(*shard, id).status(); !s.ok()) return answer(s);
-  MarkRemoving(*shard, id);
+  if (!MarkRemoving(*shard, id)) return answer(RemovedError(id));
   auto job = [this, shard, id, done]() mutable {
     MutexLock l(&StripeOf(*shard, id));
     // Not Lookup: the removing set hides the message already.
@@ -1174,10 +1179,11 @@ void SpoolImpl::RemoveAsync(const MessageId& id, std::function<void(const Status
   answer(UnavailableError("the spool is closing"));
 }
 
-void SpoolImpl::MarkRemoving(Shard& shard, const MessageId& id) {
+bool SpoolImpl::MarkRemoving(Shard& shard, const MessageId& id) {
   MutexLock l(&shard.removing_mu);
-  shard.removing.insert(id);
+  if (!shard.removing.insert(id).second) return false;
   shard.removing_count.fetch_add(1);
+  return true;
 }
 
 void SpoolImpl::UnmarkRemoving(Shard& shard, const MessageId& id) {
