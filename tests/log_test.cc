@@ -126,10 +126,16 @@ TEST_P(LogBackendTest, RoundTripEveryTypeAndSize) {
   EXPECT_EQ(replay.report.torn_tail_bytes, 0u);
 }
 
-TEST_P(LogBackendTest, ConcurrentProducersAllAcknowledgedRecordsSurvive) {
+// Room for many producers: 1 MiB segments (still many switches) and 128 KiB batches.
+LogOptions ConcurrentOptions() {
   LogOptions o = SmallOptions();
   o.segment_size = 1 << 20;
   o.batch_capacity = 128 << 10;
+  return o;
+}
+
+TEST_P(LogBackendTest, ConcurrentProducersAllAcknowledgedRecordsSurvive) {
+  LogOptions o = ConcurrentOptions();
   Replayed none;
   ASSERT_OK_AND_ASSIGN(auto log, Reopen(fs_.get(), dir_.path(), o, &none));
   constexpr int kThreads = 16;
@@ -201,9 +207,7 @@ TEST_P(LogBackendTest, LeadingAppendOnAnIdleLogAnswersOnTheCallersThread) {
 // survives, and no callback of another producer ever runs on a leading caller's thread
 // (a caller may hold locks of its own that those callbacks take).
 TEST_P(LogBackendTest, LeadersNeverRunOtherProducersCallbacks) {
-  LogOptions o = SmallOptions();
-  o.segment_size = 1 << 20;
-  o.batch_capacity = 128 << 10;
+  LogOptions o = ConcurrentOptions();
   Replayed none;
   ASSERT_OK_AND_ASSIGN(auto log, Reopen(fs_.get(), dir_.path(), o, &none));
   constexpr int kLeaders = 8;

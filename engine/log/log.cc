@@ -1172,9 +1172,11 @@ Status Log::RewriteTail(std::vector<Record>& survivors, const RecoveryVisitor& v
 
 void Log::RunHook(Batch& batch) {
   if (!batch.status.ok() || !durable_hook_) return;
-  std::vector<CommittedRecord> committed = batch.records;
-  for (size_t i = 0; i < committed.size(); ++i) committed[i].location = batch.locations[i];
-  durable_hook_(committed);
+  // The records learn their final locations here (a rewrite may have moved them).
+  for (size_t i = 0; i < batch.records.size(); ++i) {
+    batch.records[i].location = batch.locations[i];
+  }
+  durable_hook_(batch.records);
 }
 
 void Log::Answer(Batch& batch, Waiter& w) {
