@@ -397,6 +397,12 @@ class SpoolImpl : public Spool {
   // once (one group commit rather than one per message; streamed ones are left to the
   // caller). False if a removal of one of them is in flight (reclamation must wait for
   // its outcome).
+  // What reclamation does with message `id` while copying segment `oldest` forward:
+  // kCopy (its entry in *entry), kSkip (removed, quarantined, or nothing of it in the
+  // segment), kWait (its removal is in flight). REQUIRES: the id's stripe lock is held.
+  enum class CopyVerdict { kCopy, kSkip, kWait };
+  StatusOr<CopyVerdict> JudgeCopy(Shard& shard, const MessageId& id, uint64_t oldest,
+                                  IndexEntry* entry);
   StatusOr<bool> RelocateGroup(Shard& shard, uint64_t oldest, std::span<const MessageId> group,
                                std::map<MessageId, ScannedRecord>& scanned);
   Status RelocateChunked(Shard& shard, const IndexEntry& entry);
@@ -1788,14 +1794,13 @@ StatusOr<bool> SpoolImpl::ReclaimOldest(Shard& shard) {
   // own stripe lock only.
   for (const MessageId& id : streamed) {
     MutexLock stripe(&StripeOf(shard, id));
-    SPOOL_ASSIGN_OR_RETURN(std::optional<IndexEntry> e, shard.index->Get(id));
-    if (!e) continue;                      // removed meanwhile
-    if (shard.Removing(id)) return false;  // its outcome decides
+    IndexEntry entry;
+    SPOOL_ASSIGN_OR_RETURN(CopyVerdict verdict, JudgeCopy(shard, id, oldest, &entry));
+    if (verdict == CopyVerdict::kWait) return false;
     SPOOL_RETURN_IF_ERROR(IndexHealth(shard));
-    if (e->info.state == MessageState::kCorrupt || !e->chunked()) continue;
-    bool in_oldest = e->main.segment == oldest || e->state.segment == oldest;
-    for (const log::Location& c : e->chunks) in_oldest |= c.segment == oldest;
-    if (in_oldest) SPOOL_RETURN_IF_ERROR(RelocateChunked(shard, *e));
+    if (verdict == CopyVerdict::kCopy && entry.chunked()) {
+      SPOOL_RETURN_IF_ERROR(RelocateChunked(shard, entry));
+    }
   }
   // A copy made while the index was failing is not in it: the segment must stay.
   SPOOL_RETURN_IF_ERROR(IndexHealth(shard));
@@ -1811,6 +1816,22 @@ StatusOr<bool> SpoolImpl::ReclaimOldest(Shard& shard) {
                             std::to_string(checkpoint.offset) + ")");
   reclaimed_.fetch_add(1);
   return true;
+}
+
+StatusOr<SpoolImpl::CopyVerdict> SpoolImpl::JudgeCopy(Shard& shard, const MessageId& id,
+                                                      uint64_t oldest, IndexEntry* entry) {
+  SPOOL_ASSIGN_OR_RETURN(std::optional<IndexEntry> e, shard.index->Get(id));
+  if (!e) return CopyVerdict::kSkip;  // removed meanwhile
+  // A removal in flight: its outcome decides whether the records are still needed.
+  if (shard.Removing(id)) return CopyVerdict::kWait;
+  // A quarantined message's records are damaged and never read again: they are not
+  // copied (they could not be), and its envelope stays in the index for the operator.
+  if (e->info.state == MessageState::kCorrupt) return CopyVerdict::kSkip;
+  bool in_oldest = e->main.segment == oldest || e->state.segment == oldest;
+  for (const log::Location& c : e->chunks) in_oldest |= c.segment == oldest;
+  if (!in_oldest) return CopyVerdict::kSkip;
+  *entry = std::move(*e);
+  return CopyVerdict::kCopy;
 }
 
 StatusOr<bool> SpoolImpl::RelocateGroup(Shard& shard, uint64_t oldest,
@@ -1861,31 +1882,26 @@ StatusOr<bool> SpoolImpl::RelocateGroup(Shard& shard, uint64_t oldest,
   SPOOL_RETURN_IF_ERROR(IndexHealth(shard));
   uint64_t in_flight = 0;
   for (const MessageId& id : group) {
-    StatusOr<std::optional<IndexEntry>> found = shard.index->Get(id);
-    if (!found.ok()) return finish(found.status());
-    const std::optional<IndexEntry>& e = *found;
-    if (!e) continue;  // removed meanwhile
-    // A removal in flight: its outcome decides whether the records are still needed.
-    if (shard.Removing(id)) {
+    IndexEntry entry;
+    StatusOr<CopyVerdict> verdict = JudgeCopy(shard, id, oldest, &entry);
+    if (!verdict.ok()) return finish(verdict.status());
+    if (*verdict == CopyVerdict::kWait) {
       SPOOL_RETURN_IF_ERROR(finish(Status::Ok()));
       return false;
     }
-    // A quarantined message's records are damaged and never read again: they are not
-    // copied (they could not be), and its envelope stays in the index for the operator.
     // Streamed messages are copied apart (ReclaimOldest).
-    if (e->info.state == MessageState::kCorrupt || e->chunked()) continue;
-    if (e->main.segment != oldest && e->state.segment != oldest) continue;
+    if (*verdict == CopyVerdict::kSkip || entry.chunked()) continue;
     auto copy = std::make_unique<Copy>();
-    if (auto it = scanned.find(id); it != scanned.end() && it->second.location == e->main) {
+    if (auto it = scanned.find(id); it != scanned.end() && it->second.location == entry.main) {
       copy->main_payload = std::move(it->second.payload);
     } else {
-      StatusOr<std::string> payload = ReadRecordPayload(shard, id, e->main);
+      StatusOr<std::string> payload = ReadRecordPayload(shard, id, entry.main);
       if (!payload.ok()) return finish(payload.status());
       copy->main_payload = std::move(payload).value();
     }
-    copy->op.entry = *e;
-    copy->op.old = *e;
-    const size_t count = PrepareCopy(*e, log::RecordType::kMessage, copy->main_payload,
+    copy->op.entry = entry;
+    copy->op.old = entry;
+    const size_t count = PrepareCopy(entry, log::RecordType::kMessage, copy->main_payload,
                                      &copy->state_payload, &copy->op, copy->recs);
     {
       MutexLock l(&g->mu);
