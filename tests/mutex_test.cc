@@ -175,6 +175,33 @@ TEST(MutexTest, AwaitWithDeadlineWakesWhenTrue) {
 }
 
 // The io workers of the log drop the lock around I/O in the middle of a critical section.
+// TryLock takes a free mutex, fails on one another thread holds, and a value written by
+// the holder is ordered before a later successful TryLock (TSan checks the order).
+TEST(MutexTest, TryLockTakesOnlyAFreeMutex) {
+  Mutex mu;
+  int value = 0;  // guarded by mu
+  std::atomic<bool> held{false}, release{false};
+  std::thread holder([&] {
+    MutexLock l(&mu);
+    value = 42;
+    held = true;
+    while (!release.load()) std::this_thread::yield();
+  });
+  while (!held.load()) std::this_thread::yield();
+  EXPECT_FALSE(mu.TryLock());
+  release = true;
+  holder.join();
+  ASSERT_TRUE(mu.TryLock());
+  EXPECT_EQ(value, 42);
+  bool other = true;  // held by this thread now: another thread's TryLock fails
+  std::thread([&] {
+    other = mu.TryLock();
+    if (other) mu.Unlock();
+  }).join();
+  EXPECT_FALSE(other);
+  mu.Unlock();
+}
+
 TEST(MutexTest, UnlockAndRelockWithinAScope) {
   Mutex mu;
   int value = 0;  // guarded by mu
