@@ -386,9 +386,10 @@ TEST_F(FailureTest, ScrubberQuarantinesDamageInColdSegments) {
   }
   const MessageId victim = order[3];  // in the first segment, sealed long ago
   FlipByteOf(dir_.Sub("a"), acked[victim]);
+  // The state is visible (indexed) a moment before the scrubber counts the quarantine.
   ASSERT_TRUE(Eventually([&] {
     StatusOr<MessageInfo> info = spool->Get(victim);
-    return info.ok() && info->state == MessageState::kCorrupt;
+    return info.ok() && info->state == MessageState::kCorrupt && spool->GetStats().quarantined > 0;
   }));
   Stats st = spool->GetStats();
   EXPECT_GE(st.corrupt_found, 1u);
