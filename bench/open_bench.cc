@@ -15,7 +15,7 @@
 #include <string>
 #include <thread>
 
-#include "spool/internal.h"
+#include "core/internal.h"
 #include "spool/spool.h"
 
 namespace {

@@ -25,7 +25,7 @@
 #include <thread>
 
 #include "io/fault_file_system.h"
-#include "spool/internal.h"
+#include "core/internal.h"
 #include "spool/spool.h"
 #include "test_util.h"
 

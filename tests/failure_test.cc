@@ -17,7 +17,7 @@
 
 #include "index/index.h"
 #include "io/fault_file_system.h"
-#include "spool/internal.h"
+#include "core/internal.h"
 #include "spool/logging.h"
 #include "spool/smtp_reply.h"
 #include "spool/spool.h"

@@ -13,7 +13,7 @@
 #include <set>
 
 #include "io/fault_file_system.h"
-#include "spool/internal.h"
+#include "core/internal.h"
 #include "spool/smtp_reply.h"
 #include "spool/spool.h"
 #include "spool_test_util.h"

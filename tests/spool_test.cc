@@ -13,7 +13,7 @@
 #include <thread>
 
 #include "io/fault_file_system.h"
-#include "spool/internal.h"
+#include "core/internal.h"
 #include "spool/smtp_reply.h"
 #include "spool_test_util.h"
 #include "test_util.h"

@@ -1,7 +1,7 @@
 // The index of one shard: RocksDB, derived from the shard's log.
 //
 // Column families:
-//   messages  id (16 bytes, big-endian time then tag)  -> IndexEntry (spool/codec.h)
+//   messages  id (16 bytes, big-endian time then tag)  -> IndexEntry (index/codec.h)
 //   schedule  queue \0 next_attempt (8 bytes BE, sign-flipped) id  -> ""   (queued only)
 //   meta      "checkpoint" -> log position (segment, offset) the index reflects
 //
@@ -28,7 +28,7 @@
 #include <vector>
 
 #include "log/log.h"
-#include "spool/codec.h"
+#include "index/codec.h"
 #include "spool/status.h"
 #include "util/mutex.h"
 

@@ -22,7 +22,7 @@
 #include "index/index.h"
 #include "log/log.h"
 #include "log/record.h"
-#include "spool/codec.h"
+#include "index/codec.h"
 #include "spool/spool.h"
 #include "test_util.h"
 

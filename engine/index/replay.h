@@ -1,16 +1,16 @@
 // How each log record changes the index entry of its message: the rules by which an open
-// replays the log into the index (engine/spool/spool.cc) and by which spool-fsck rebuilds
+// replays the log into the index (engine/core/) and by which spool-fsck rebuilds
 // the index it expects from the log. One function, so that the two never disagree.
 //
 // Thread-safety: pure functions.
 
-#ifndef SPOOL_SPOOL_REPLAY_H_
-#define SPOOL_SPOOL_REPLAY_H_
+#ifndef SPOOL_INDEX_REPLAY_H_
+#define SPOOL_INDEX_REPLAY_H_
 
 #include <optional>
 
 #include "log/log.h"
-#include "spool/codec.h"
+#include "index/codec.h"
 #include "spool/status.h"
 
 namespace spool::internal {
@@ -37,4 +37,4 @@ StatusOr<std::optional<IndexEntry>> ReplayRecord(const log::Record& r,
 
 }  // namespace spool::internal
 
-#endif  // SPOOL_SPOOL_REPLAY_H_
+#endif  // SPOOL_INDEX_REPLAY_H_

@@ -3,8 +3,8 @@
 //
 // Thread-safety: pure functions.
 
-#ifndef SPOOL_SPOOL_CODEC_H_
-#define SPOOL_SPOOL_CODEC_H_
+#ifndef SPOOL_INDEX_CODEC_H_
+#define SPOOL_INDEX_CODEC_H_
 
 #include <cstdint>
 #include <string>
@@ -69,4 +69,4 @@ Status ValidateEnvelope(const Envelope& envelope);
 
 }  // namespace spool::internal
 
-#endif  // SPOOL_SPOOL_CODEC_H_
+#endif  // SPOOL_INDEX_CODEC_H_

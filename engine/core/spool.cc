@@ -22,11 +22,11 @@
 #include "index/index.h"
 #include "io/file_system.h"
 #include "log/log.h"
-#include "spool/codec.h"
-#include "spool/internal.h"
-#include "spool/layout.h"
+#include "index/codec.h"
+#include "core/internal.h"
+#include "core/layout.h"
 #include "spool/logging.h"
-#include "spool/replay.h"
+#include "index/replay.h"
 #include "spool/smtp_reply.h"
 #include "util/futex.h"
 #include "util/mutex.h"
@@ -63,7 +63,7 @@ namespace {
 
 using internal::IndexEntry;
 
-// Shard layout: spool/layout.h.
+// Shard layout: core/layout.h.
 using internal::BatchCapacity;
 using internal::InlineLimit;
 using internal::kIndexDir;

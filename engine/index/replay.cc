@@ -1,4 +1,4 @@
-#include "spool/replay.h"
+#include "index/replay.h"
 
 #include <string_view>
 #include <utility>

@@ -1,4 +1,4 @@
-#include "spool/layout.h"
+#include "core/layout.h"
 
 #include <cstdio>
 

@@ -1,4 +1,4 @@
-#include "spool/codec.h"
+#include "index/codec.h"
 
 #include <cstring>
 

@@ -1,11 +1,11 @@
 // A shard's directory layout and its SPOOL marker, and the sizes derived from a shard's
-// segment size: shared by the spool (engine/spool/spool.cc) and spool-fsck, which must
+// segment size: shared by the spool (engine/core/) and spool-fsck, which must
 // read a shard exactly as the spool writes it. Layouts: docs/format.md.
 //
 // Thread-safety: constants and pure functions; ReadMarker as thread-safe as `fs`.
 
-#ifndef SPOOL_SPOOL_LAYOUT_H_
-#define SPOOL_SPOOL_LAYOUT_H_
+#ifndef SPOOL_CORE_LAYOUT_H_
+#define SPOOL_CORE_LAYOUT_H_
 
 #include <algorithm>
 #include <cstdint>
@@ -56,4 +56,4 @@ Status ReadMarker(io::FileSystem* fs, const std::string& dir, Marker* marker);
 
 }  // namespace spool::internal
 
-#endif  // SPOOL_SPOOL_LAYOUT_H_
+#endif  // SPOOL_CORE_LAYOUT_H_

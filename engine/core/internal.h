@@ -1,7 +1,7 @@
 // Entry points for spool's own tests and tools; not installed.
 
-#ifndef SPOOL_SPOOL_INTERNAL_H_
-#define SPOOL_SPOOL_INTERNAL_H_
+#ifndef SPOOL_CORE_INTERNAL_H_
+#define SPOOL_CORE_INTERNAL_H_
 
 #include <memory>
 
@@ -25,4 +25,4 @@ void FailIndexWritesForTest(Spool* spool, size_t shard, Status status);
 
 }  // namespace spool::internal
 
-#endif  // SPOOL_SPOOL_INTERNAL_H_
+#endif  // SPOOL_CORE_INTERNAL_H_
