@@ -15,10 +15,11 @@
 // callbacks, and waking producers is spread over the workers. A synchronous caller on an
 // idle log (AppendLeading) does a worker's part itself: no hand-off at all.
 //
-// Failure rule (SPEC §2.4). A failed write or sync never acknowledges its batch. The
-// segment is sealed at its last good end and never written again; the batch is placed in
-// a fresh segment and written once more from memory. If that fails too, every waiter gets
-// the error and the log latches: later appends fail with it until ClearFault().
+// Failure rule (docs/durability.md: rule 4 of the contract, and "Failure" in the write
+// protocol). A failed write or sync never acknowledges its batch. The segment is sealed
+// at its last good end and never written again; the batch is placed in a fresh segment
+// and written once more from memory. If that fails too, every waiter gets the error and
+// the log latches: later appends fail with it until ClearFault().
 //
 // Recovery. Open reads every segment header, then scans the segments in order and hands
 // every intact record to a visitor. Damage at the end of the newest segment after its
@@ -249,25 +250,51 @@ class Log {
   const LogOptions& options() const { return options_; }
 
  private:
+  // Defined in log/log_impl.h.
   struct Segment;
   struct Batch;
   struct Waiter;
 
-  Log(io::FileSystem* fs, std::string dir, const LogOptions& options);
+  // ---- Open and recovery (log_recovery.cc) -----------------------------------------------
 
+  Log(io::FileSystem* fs, std::string dir, const LogOptions& options);
+  // Reads every segment header and scans the segments in order (from
+  // LogOptions::replay_from), handing intact records to `visitor` and the intact records
+  // found past a torn tail to *survivors; sets the segments' ends and the next segment and
+  // batch numbers.
   Status Recover(const RecoveryVisitor& visitor, RecoveryReport* report,
                  std::vector<Record>* survivors);
+  // Scans `seg` up to `limit`, handing its intact records at or after `from` to `visitor`.
+  // With `exact`, everything before `limit` is known durable, so any damage is
+  // corruption; without it the torn-tail rule applies and the intact records past a tear
+  // go to *survivors. Damage goes to report->damage; *end receives where valid data ends,
+  // *last_batch the newest batch seen.
   Status ScanSegment(Segment& seg, uint64_t limit, bool exact, const Location& from,
                      const RecoveryVisitor& visitor, RecoveryReport* report, uint64_t* end,
                      uint64_t* last_batch, std::vector<Record>* survivors);
+  // Appends `survivors` anew and hands each, at its new location, to `visitor`.
+  Status RewriteTail(std::vector<Record>& survivors, const RecoveryVisitor& visitor);
+
+  // ---- Segment files (log_segments.cc) ---------------------------------------------------
+
+  // Creates the zero-filled segment file of `slot` (a temporary file, synced and renamed)
+  // and adds it to segments_.
   StatusOr<Segment*> NewSegmentFile(uint32_t slot);
   // Opens seg.direct when LogOptions::direct_io.
   Status OpenDirect(Segment& seg);
-  // Reads segment bytes, through O_DIRECT (aligned bounce buffer) when the segment is
-  // written that way.
-  Status ReadSegment(Segment& seg, uint64_t offset, std::span<std::byte> out, size_t* got);
-  Status ActivateSegment(Segment* seg) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // The preallocator thread: keeps LogOptions::ready_segments free segments ahead of need.
+  void PreallocatorLoop();
+  // Waits for a free segment and takes it. Fails with the preallocator's error, or when
+  // the log is closing.
   StatusOr<Segment*> TakeFreeSegment() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Writes and syncs `seg`'s header as the next segment (stating the previous one's valid
+  // end) and makes it the active one; mu_ is released during the write.
+  Status ActivateSegment(Segment* seg) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Makes sure the active segment has `need` bytes of room, sealing it and activating a
+  // fresh one if not.
+  Status EnsureActiveSegment(uint64_t need) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+
+  // ---- Group commit (log_write.cc) -------------------------------------------------------
 
   // The I/O workers (max_inflight of them) do all the work after a producer's encoding:
   // each places the next batch and writes it, or acknowledges the finished batches at
@@ -289,17 +316,22 @@ class Log {
   // Places `batch` at the end of the active segment (activating one if needed) and
   // stamps its headers. REQUIRES: no batch in flight if the active segment is full.
   Status PlaceBatch(Batch& batch) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  Status EnsureActiveSegment(uint64_t need) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Writes a placed batch durably (O_DSYNC pieces, or a write and an fdatasync) and
+  // records the latency in its io_us.
+  Status WritePlaced(Batch& batch);
   // Appends the batches it answered (rewritten or failed) to *done, in order.
   void RewriteAfterFailure(std::vector<Batch*>* done) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
-  Status WritePlaced(Batch& batch);
-  Status RewriteTail(std::vector<Record>& survivors, const RecoveryVisitor& visitor);
-  void PreallocatorLoop();
   // The durable hook of a batch written successfully; the producers' callbacks not yet
   // answered; one producer's callback (marks it answered).
   void RunHook(Batch& batch);
   void RunCallbacks(Batch& batch);
   void Answer(Batch& batch, Waiter& waiter);
+
+  // ---- Reads (log_read.cc) ---------------------------------------------------------------
+
+  // Reads segment bytes, through O_DIRECT (aligned bounce buffer) when the segment is
+  // written that way.
+  Status ReadSegment(Segment& seg, uint64_t offset, std::span<std::byte> out, size_t* got);
 
   io::FileSystem* const fs_;
   const std::string dir_;
