@@ -1,5 +1,6 @@
 // The on-disk format of the segment log: every constant and layout in one place.
-// The prose specification is docs/format.md; keep the two in step.
+// The prose specification is docs/format.md; keep the two in step (tests/format_doc_test.cc
+// checks every field's offset and size and every constant's value against it).
 //
 // A shard (one spool directory) holds fixed-size segment files "seg-NNNNNNNN" (NNNNNNNN is
 // a slot number, not an order). A segment starts with a kBlockSize header block; records
@@ -38,13 +39,13 @@ struct SegmentHeader {
   uint32_t format_version;  // kFormatVersion
   uint32_t header_size;     // sizeof(SegmentHeader)
   uint64_t spool_id;        // random id of the spool, the same in every shard's segments
-  uint32_t shard;           // index of the shard (directory) in the spool
-  uint32_t reserved0;       // zero
+  uint32_t shard;           // index of the shard (directory) in the spool; not checked
+  uint32_t reserved0;       // written as zero, not checked
   uint64_t seq;             // segment sequence number, also the epoch of its records
   uint64_t prev_seq;        // seq of the shard's previous segment (0: none)
   uint64_t prev_end;        // valid end offset of segment prev_seq; bytes past it are void
-  uint64_t segment_size;    // size of the file in bytes
-  uint64_t created_ms;      // unix time of activation, milliseconds
+  uint64_t segment_size;    // size of the file in bytes when activated; not checked
+  uint64_t created_ms;      // unix time of activation, milliseconds; not checked
   uint64_t checksum;        // XXH3-64 of the bytes before this field
 };
 static_assert(sizeof(SegmentHeader) == 80);
@@ -52,6 +53,11 @@ inline constexpr size_t kSegmentHeaderChecksummed = offsetof(SegmentHeader, chec
 
 // Offset of the first record of a segment.
 inline constexpr uint64_t kSegmentDataStart = kBlockSize;
+
+// The smallest file recovery takes for a segment: a header block and two blocks of
+// records. A shorter file is reported as "truncated" and left aside; the log never makes
+// one (LogOptions requires larger segments).
+inline constexpr uint64_t kMinSegmentFileSize = kSegmentDataStart + 2 * kBlockSize;
 
 // ---- Record header ---------------------------------------------------------------------
 
@@ -67,9 +73,12 @@ enum class RecordType : uint8_t {
 };
 inline constexpr uint8_t kMaxRecordType = 6;
 
-// Flags.
-inline constexpr uint8_t kFlagBatchEnd = 0x01;   // the last record of a batch
-inline constexpr uint8_t kFlagRelocated = 0x02;  // a copy made by reclamation (or a rewrite)
+// Flags (RecordHeader::flags bits). The other bits are written as zero and not checked.
+// kFlagBatchEnd: the last record of a batch (its padding record).
+inline constexpr uint8_t kFlagBatchEnd = 0x01;
+// kFlagRelocated: a copy of a record made by reclamation, kept when the copy is written
+// again; a message or commit record without it is its message's original.
+inline constexpr uint8_t kFlagRelocated = 0x02;
 
 struct RecordHeader {
   uint32_t magic;         // kRecordMagic
@@ -78,7 +87,8 @@ struct RecordHeader {
   uint16_t header_size;   // sizeof(RecordHeader)
   uint32_t payload_size;  // bytes of payload that follow the header
   uint32_t acked_lag;     // batch_seq minus the newest batch acknowledged when this
-                          // record's batch was placed (see docs/format.md, torn tails)
+                          // record's batch was placed, 1..batch_seq, saturated at
+                          // UINT32_MAX (docs/format.md, "Torn tails and corruption")
   uint64_t epoch;         // seq of the segment it was written into
   uint64_t batch_seq;     // commit group number within the shard, increasing
   uint64_t id_hi;         // message id (zero for kPadding)
@@ -98,8 +108,12 @@ constexpr uint64_t AlignUp(uint64_t v, uint64_t a) { return (v + a - 1) / a * a;
 
 // ---- Segment file names ------------------------------------------------------------------
 
+// "seg-" and the slot in kSegmentSlotDigits decimal digits, zero-padded: "seg-00000012".
 inline constexpr char kSegmentPrefix[] = "seg-";
 inline constexpr int kSegmentSlotDigits = 8;
+// A segment file being pre-formatted: its name plus this suffix until it is renamed into
+// place. Open removes such files (they never held data).
+inline constexpr char kSegmentTempSuffix[] = ".tmp";
 
 }  // namespace spool::log
 

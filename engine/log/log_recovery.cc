@@ -37,9 +37,12 @@ StatusOr<std::unique_ptr<Log>> Log::Open(io::FileSystem* fs, const std::string& 
   if (options.segment_size % kBlockSize != 0 || options.batch_capacity % kBlockSize != 0 ||
       options.segment_size < options.batch_capacity + 2 * kBlockSize ||
       options.batch_capacity < 2 * kBlockSize) {
+    const std::string block = std::to_string(kBlockSize);
+    const std::string two_blocks = std::to_string(2 * kBlockSize);
     return InvalidArgumentError(
-        "log options: segment_size and batch_capacity must be multiples of 4096, "
-        "batch_capacity >= 8192 and segment_size >= batch_capacity + 8192");
+        "log options: segment_size and batch_capacity must be multiples of " + block +
+        ", batch_capacity >= " + two_blocks + " and segment_size >= batch_capacity + " +
+        two_blocks);
   }
   RecoveryReport local_report;
   if (report == nullptr) report = &local_report;
@@ -90,7 +93,7 @@ Status Log::Recover(const RecoveryVisitor& visitor, RecoveryReport* report,
   for (const std::string& name : names) {
     uint32_t slot;
     const std::string path = dir_ + "/" + name;
-    if (name.starts_with(kSegmentPrefix) && name.ends_with(".tmp")) {
+    if (name.starts_with(kSegmentPrefix) && name.ends_with(kSegmentTempSuffix)) {
       // A segment the preallocator did not finish: never held data.
       if (!options_.read_only) SPOOL_RETURN_IF_ERROR(fs_->Unlink(path));
       continue;
@@ -110,7 +113,7 @@ Status Log::Recover(const RecoveryVisitor& visitor, RecoveryReport* report,
     SegmentHeader h{};
     SegmentHeaderState st =
         got < kBlockSize ? SegmentHeaderState::kBad : DecodeSegmentHeader(block.get(), &h);
-    if (seg->size < kSegmentDataStart + 2 * kBlockSize) {
+    if (seg->size < kMinSegmentFileSize) {
       report->damage.push_back({"truncated", 0, path, seg->size, {}, "segment file too small"});
       seg->state = Segment::State::kBroken;
       segments_.push_back(std::move(seg));

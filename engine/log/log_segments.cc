@@ -48,7 +48,7 @@ StatusOr<Log::Segment*> Log::NewSegmentFile(uint32_t slot) {
   seg->slot = slot;
   seg->path = dir_ + "/" + SegmentFileName(slot);
   seg->size = options_.segment_size;
-  const std::string tmp = seg->path + ".tmp";
+  const std::string tmp = seg->path + kSegmentTempSuffix;
   {
     // Zeros go straight to the device where O_DIRECT works, sparing the page cache and
     // the copy; tmpfs and some others refuse O_DIRECT with EINVAL.
