@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # spool-bench end to end (usage: spool_bench_smoke.sh SPOOL_BENCH): each engine runs for a
-# moment and prints one JSON line with the fields of SPEC §6 and counts that agree with each
-# other; --depth drives the asynchronous appends of log and spool; bad arguments exit 2 with
-# a one-line error. Timings are printed, never asserted.
+# moment and prints one JSON line with the fields of docs/benchmarks.md and counts that
+# agree with each other; --depth drives the asynchronous appends of log and spool; bad
+# arguments exit 2 with a one-line error. Timings are printed, never asserted.
 set -euo pipefail
 bench=$1
 dir=$(mktemp -d)

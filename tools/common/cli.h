@@ -3,8 +3,8 @@
 //
 // Thread-safety: PrintError writes stderr in one call; SplitDirs is a pure function.
 
-#ifndef SPOOL_UTIL_CLI_H_
-#define SPOOL_UTIL_CLI_H_
+#ifndef SPOOL_TOOLS_COMMON_CLI_H_
+#define SPOOL_TOOLS_COMMON_CLI_H_
 
 #include <cstdio>
 #include <string>
@@ -38,4 +38,4 @@ inline std::vector<std::string> SplitDirs(std::string_view list) {
 
 }  // namespace spool::cli
 
-#endif  // SPOOL_UTIL_CLI_H_
+#endif  // SPOOL_TOOLS_COMMON_CLI_H_

@@ -1,4 +1,4 @@
-#include "smtpd/smtpd.h"
+#include "tools/smtpd/smtpd.h"
 
 #include <pthread.h>
 #include <signal.h>
@@ -15,11 +15,11 @@
 #include <thread>
 #include <vector>
 
-#include "smtpd/server.h"
 #include "spool/logging.h"
 #include "spool/spool.h"
 #include "spool/status.h"
-#include "util/cli.h"
+#include "tools/common/cli.h"
+#include "tools/smtpd/server.h"
 
 namespace spool::smtpd {
 namespace {

@@ -1,4 +1,4 @@
-#include "ctl/ctl.h"
+#include "tools/ctl/ctl.h"
 
 #include <unistd.h>
 
@@ -21,7 +21,7 @@
 #include "spool/metrics.h"
 #include "spool/spool.h"
 #include "spool/status.h"
-#include "util/cli.h"
+#include "tools/common/cli.h"
 
 namespace spool::ctl {
 namespace {
