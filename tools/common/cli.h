@@ -1,12 +1,12 @@
-// Helpers of the command-line tools (spool-ctl, spool-smtpd, spool-fsck), so that they
-// read a --spool list and print an error line the same way.
+// What the command-line tools (spool-bench, spool-ctl, spool-fsck, spool-smtpd) share
+// beside their option parser (tools/common/flags.h): the error line, text fit for a
+// terminal, and the directories of a --spool value.
 //
-// Thread-safety: PrintError writes stderr in one call; SplitDirs is a pure function.
+// Thread-safety: PrintError writes stderr in one call; the other functions are pure.
 
 #ifndef SPOOL_TOOLS_COMMON_CLI_H_
 #define SPOOL_TOOLS_COMMON_CLI_H_
 
-#include <cstdio>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -14,27 +14,14 @@
 namespace spool::cli {
 
 // Writes "TOOL: MESSAGE\n" to stderr in one write.
-inline void PrintError(std::string_view tool, std::string_view message) {
-  std::string line(tool);
-  line += ": ";
-  line += message;
-  line += '\n';
-  std::fwrite(line.data(), 1, line.size(), stderr);
-}
+void PrintError(std::string_view tool, std::string_view message);
 
-// The directories of a --spool value "DIR[,DIR...]", split at every comma. Empty names
-// are kept (as "") for the caller to reject in its own words.
-inline std::vector<std::string> SplitDirs(std::string_view list) {
-  std::vector<std::string> dirs;
-  size_t start = 0;
-  for (;;) {
-    const size_t comma = list.find(',', start);
-    dirs.emplace_back(list.substr(start, comma - start));
-    if (comma == std::string_view::npos) break;
-    start = comma + 1;
-  }
-  return dirs;
-}
+// `text` fit for a terminal line: control bytes and DEL as \xNN, other bytes as they are.
+std::string Printable(std::string_view text);
+
+// The directories of a --spool value "DIR[,DIR...]", split at every comma, into *dirs.
+// Returns a usage error if a name is empty ("", "a,,b", "a,"), "" otherwise.
+std::string ParseSpoolDirs(std::string_view list, std::vector<std::string>* dirs);
 
 }  // namespace spool::cli
 

@@ -17,6 +17,7 @@
 #include "spool/logging.h"
 #include "spool/metrics.h"
 #include "tools/common/cli.h"
+#include "tools/common/flags.h"
 
 namespace spool::fsck {
 namespace {
@@ -158,11 +159,6 @@ std::string ReportText(const Report& r) {
 
 void PrintError(std::string_view message) { cli::PrintError(kTool, message); }
 
-int Usage(std::string_view message) {
-  PrintError(std::string(message) + " (see spool-fsck --help)");
-  return kExitUsage;
-}
-
 // "[#######.............]  35%  712/2048 MB" on one terminal line, redrawn.
 void DrawProgress(uint64_t done, uint64_t total) {
   constexpr int kWidth = 30;
@@ -183,37 +179,27 @@ int FsckMain(int argc, char** argv) {
   FsckOptions options;
   bool json = false;
   std::optional<std::string> spool_arg;
-  for (int i = 1; i < argc; ++i) {
-    const std::string a = argv[i];
-    if (a == "-h" || a == "--help") {
+  cli::Flags flags(kTool, kExitUsage);
+  flags.Value("--spool", &spool_arg, cli::Repeat::kOnce)
+      .Flag("--repair", &options.repair)
+      .Flag("--rebuild-index", &options.rebuild_index)
+      .Flag("--json", &json);
+  switch (flags.Parse(argc, argv)) {
+    case cli::Parsed::kOk:
+      break;
+    case cli::Parsed::kHelp:
       std::fwrite(kHelp, 1, sizeof(kHelp) - 1, stdout);
       return std::fflush(stdout) == 0 ? kExitClean : kExitOperational;
-    } else if (a == "--repair") {
-      options.repair = true;
-    } else if (a == "--rebuild-index") {
-      options.rebuild_index = true;
-    } else if (a == "--json") {
-      json = true;
-    } else if (a == "--spool" || a.starts_with("--spool=")) {
-      if (spool_arg) return Usage("--spool given twice");
-      if (a == "--spool") {
-        if (i + 1 >= argc) return Usage("--spool needs a value");
-        spool_arg = argv[++i];
-      } else {
-        spool_arg = a.substr(std::strlen("--spool="));
-      }
-    } else {
-      return Usage("unknown argument '" + a + "'");
-    }
+    case cli::Parsed::kUsageError:
+      return kExitUsage;
   }
-  if (!spool_arg) return Usage("--spool DIR[,DIR...] is needed");
-  options.dirs = cli::SplitDirs(*spool_arg);
-  for (const std::string& dir : options.dirs) {
-    if (dir.empty()) return Usage("empty directory in --spool '" + *spool_arg + "'");
+  if (!spool_arg) return flags.UsageError("--spool DIR[,DIR...] is needed");
+  if (std::string error = cli::ParseSpoolDirs(*spool_arg, &options.dirs); !error.empty()) {
+    return flags.UsageError(error);
   }
   if (std::set<std::string>(options.dirs.begin(), options.dirs.end()).size() !=
       options.dirs.size()) {
-    return Usage("a directory is named twice in --spool");
+    return flags.UsageError("a directory is named twice in --spool");
   }
   // The library's own log lines would repeat what the report says; errors only.
   if (std::getenv("SPOOL_LOG_LEVEL") == nullptr) {
