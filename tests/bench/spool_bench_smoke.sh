@@ -71,5 +71,6 @@ usage "needs an asynchronous engine" --dir "$dir/b" --engine rocksdb --depth 2
 usage "does not go with --compare" --dir "$dir/b" --compare --depth 2
 usage "--raw-inflight is 1 to 64" --dir "$dir/b" --engine raw --raw-inflight 65
 usage "unknown engine" --dir "$dir/b" --engine nope
-usage "unknown argument" --dir "$dir/b" --frobnicate
+usage "unknown option '--frobnicate'" --dir "$dir/b" --frobnicate
+usage "unexpected argument 'extra'" --dir "$dir/b" extra
 echo "spool-bench smoke: all passed"
