@@ -1,5 +1,6 @@
-// spool-bench: durable-write throughput and latency of the spool and of its alternatives
-// on the disk under a directory (SPEC §6). tools/spool_bench.cc is one line over Main.
+// spool-bench's engines: durable-write throughput and latency of the spool and of its
+// alternatives on the disk under a directory (docs/benchmarks.md). The command line is
+// tools/bench/bench_tool.h.
 //
 // Engines:
 //   raw     - the disk's own limit: sequential batches of producers x record bytes through
@@ -25,6 +26,7 @@
 
 #include <cstdint>
 #include <string>
+#include <string_view>
 #include <vector>
 
 #include "spool/status.h"
@@ -36,6 +38,9 @@ namespace spool::bench {
 // and set-up take about a minute (the README's main command).
 inline constexpr double kCompareSeconds = 8;
 inline constexpr double kDefaultSeconds = 5;
+
+// Every engine, in the order of --compare's runs.
+inline constexpr std::string_view kEngines[] = {"raw", "log", "spool", "rocksdb", "files"};
 
 struct Config {
   std::string dir;
@@ -104,21 +109,15 @@ struct Result {
     return !fsyncs_known ? -1 : fsyncs ? static_cast<double>(disk_bytes) / fsyncs : 0;
   }
   double cpu_us_per_msg() const { return cpu_us / static_cast<double>(msgs ? msgs : 1); }
-  // One line of JSON with the fields of SPEC §6 and the extra ones above.
+  // One line of JSON with the fields docs/benchmarks.md describes.
   std::string ToJson() const;
 };
-
-// Parses arguments; returns a usage error (kInvalidArgument) with a one-line message.
-StatusOr<Config> ParseArgs(const std::vector<std::string>& args, bool* help);
 
 // Runs one engine/workload.
 StatusOr<Result> Run(const Config& config);
 
 // The --compare table: one row per result, ratios against the rocksdb and raw rows.
 std::string CompareTable(const std::vector<Result>& results);
-
-// spool-bench's main: exit codes 0 ok, 1 run failed, 2 usage.
-int Main(int argc, char** argv);
 
 }  // namespace spool::bench
 

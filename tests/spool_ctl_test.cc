@@ -15,11 +15,11 @@
 #include <thread>
 #include <vector>
 
-#include "ctl/ctl.h"
 #include "format_test_util.h"
 #include "spool/metrics.h"
 #include "spool/spool.h"
 #include "test_util.h"
+#include "tools/ctl/ctl.h"
 
 #ifndef SPOOL_CTL_PATH
 #error "SPOOL_CTL_PATH must name the spool-ctl binary"

@@ -1,3 +1,3 @@
-#include "bench/bench.h"
+#include "tools/bench/bench_tool.h"
 
 int main(int argc, char** argv) { return spool::bench::Main(argc, argv); }

@@ -1,3 +1,3 @@
-#include "fsck/fsck.h"
+#include "tools/fsck/fsck_tool.h"
 
 int main(int argc, char** argv) { return spool::fsck::FsckMain(argc, argv); }

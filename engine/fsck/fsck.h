@@ -1,5 +1,5 @@
-// spool-fsck: checks and repairs the files of a spool (SPEC §6; docs/operations.md,
-// "spool-fsck"). tools/spool_fsck.cc is one line over FsckMain; tests call Fsck directly.
+// Checks and repairs the files of a spool: the logic of spool-fsck (docs/operations.md,
+// "spool-fsck"), whose command line and report printing are tools/fsck/.
 //
 // A check opens every shard read-only and takes no lock, so it runs beside a writer. It
 // scans every segment in large sequential reads, verifying every record's checksums
@@ -19,8 +19,7 @@
 //      with in the shard's DAMAGE file, so that later checks report it as known.
 // A repair never removes a message whose records are intact.
 //
-// Thread-safety: Fsck may be called from several threads for different spools; FsckMain
-// is a program's main.
+// Thread-safety: Fsck may be called from several threads for different spools.
 
 #ifndef SPOOL_FSCK_FSCK_H_
 #define SPOOL_FSCK_FSCK_H_
@@ -32,14 +31,14 @@
 
 namespace spool::fsck {
 
-// Exit codes, as fsck(8): the bits combine (5: some errors corrected, some not).
+// Exit codes, as fsck(8): the bits combine (5: some errors corrected, some not). The
+// usage error's 16 belongs to the command line (tools/fsck/fsck_tool.h).
 inline constexpr int kExitClean = 0;
 inline constexpr int kExitCorrected = 1;
 inline constexpr int kExitUncorrected = 4;
 // Cannot open a shard (missing, not a spool, newer format version, I/O error), or the
-// spool is held by another process (--repair, --rebuild-index).
+// spool is held by another process (repair, rebuild_index).
 inline constexpr int kExitOperational = 8;
-inline constexpr int kExitUsage = 16;
 
 struct FsckOptions {
   std::vector<std::string> dirs;  // the shards
@@ -106,13 +105,6 @@ struct Report {
 // whole: what could not be done is in the report as problems, and exit_code says how it
 // went.
 Report Fsck(const FsckOptions& options);
-
-// The report as one JSON object (one line) and as text for a terminal.
-std::string ReportJson(const Report& report);
-std::string ReportText(const Report& report);
-
-// Runs `spool-fsck` with the command line `argv`; returns the exit code.
-int FsckMain(int argc, char** argv);
 
 }  // namespace spool::fsck
 

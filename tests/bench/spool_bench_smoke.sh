@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # spool-bench end to end (usage: spool_bench_smoke.sh SPOOL_BENCH): each engine runs for a
-# moment and prints one JSON line with the fields of SPEC §6 and counts that agree with each
-# other; --depth drives the asynchronous appends of log and spool; bad arguments exit 2 with
-# a one-line error. Timings are printed, never asserted.
+# moment and prints one JSON line with the fields of docs/benchmarks.md and counts that
+# agree with each other; --depth drives the asynchronous appends of log and spool; bad
+# arguments exit 2 with a one-line error. Timings are printed, never asserted.
 set -euo pipefail
 bench=$1
 dir=$(mktemp -d)
@@ -71,5 +71,6 @@ usage "needs an asynchronous engine" --dir "$dir/b" --engine rocksdb --depth 2
 usage "does not go with --compare" --dir "$dir/b" --compare --depth 2
 usage "--raw-inflight is 1 to 64" --dir "$dir/b" --engine raw --raw-inflight 65
 usage "unknown engine" --dir "$dir/b" --engine nope
-usage "unknown argument" --dir "$dir/b" --frobnicate
+usage "unknown option '--frobnicate'" --dir "$dir/b" --frobnicate
+usage "unexpected argument 'extra'" --dir "$dir/b" extra
 echo "spool-bench smoke: all passed"

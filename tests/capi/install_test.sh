@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The install test: `cmake --install` of a build tree into a temporary prefix, then
-#   1. the layout: libraries, public headers only, tools, CMake package, spool.pc;
+#   1. the layout: libraries, public headers only, the four tools, CMake package, spool.pc;
 #   2. consumer/ (C++ and C, shared and static) built with find_package(spool) and run;
 #   3. consumer/example.c built with `pkg-config --cflags --libs spool` and run.
 # Each program opens a spool in a temporary directory, enqueues, reads back and removes.
@@ -49,7 +49,7 @@ actual=$(cd "$prefix/include/spool" && find . -type f | sort)
 [[ "$expected" == "$actual" ]] || fail "installed headers differ from engine/include/spool/*.h:
 $(diff <(echo "$expected") <(echo "$actual"))"
 [[ "$(ls "$prefix/include")" == "spool" ]] || fail "something besides spool/ under include/"
-for tool in spool-ctl spool-bench; do
+for tool in spool-bench spool-ctl spool-fsck spool-smtpd; do
   [[ -x "$prefix/bin/$tool" ]] || fail "tool $tool not installed"
 done
 

@@ -5,8 +5,8 @@ Each test class starts its own spool-smtpd on 127.0.0.1 (port 0: the server pick
 prints it), drives it with a real client (Python's smtplib, raw sockets, swaks, Postfix's
 smtp-source), and reads every message that got "250 2.0.0 Ok: queued as ID" back byte for
 byte: all of them with one `spool-ctl export` (one process per check, not one per id: each
-spool-ctl pays for opening the spool), and a few also with `spool-ctl cat ID`, the SPEC §6
-command.
+spool-ctl pays for opening the spool), and a few also with `spool-ctl cat ID`, the
+command an operator reads one message with.
 
 What a client sent is known exactly: either the test wrote the bytes itself, or a recording
 proxy sat between client and server and kept both directions; the DATA payload is then

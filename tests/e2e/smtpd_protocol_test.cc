@@ -3,9 +3,9 @@
 #include <string>
 #include <vector>
 
-#include "smtpd/protocol.h"
-#include "smtpd/smtpd.h"
 #include "test_util.h"
+#include "tools/smtpd/protocol.h"
+#include "tools/smtpd/smtpd.h"
 
 namespace spool::smtpd {
 namespace {

@@ -2,8 +2,6 @@
 // the expected exit code and report, then --repair, then a clean check, and every intact
 // message still byte for byte through Spool::Open + ReadBody.
 
-#include "fsck/fsck.h"
-
 #include <fcntl.h>
 #include <unistd.h>
 
@@ -19,12 +17,13 @@
 #include <vector>
 
 #include "format_test_util.h"
+#include "index/codec.h"
 #include "index/index.h"
 #include "log/log.h"
 #include "log/record.h"
-#include "index/codec.h"
 #include "spool/spool.h"
 #include "test_util.h"
+#include "tools/fsck/fsck_tool.h"
 
 #ifndef SPOOL_FSCK_PATH
 #error "SPOOL_FSCK_PATH must name the spool-fsck binary"

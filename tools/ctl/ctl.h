@@ -1,10 +1,10 @@
-// spool-ctl: the operator's tool for a spool's queue (SPEC §6; docs/operations.md).
+// spool-ctl: the operator's tool for a spool's queue (docs/operations.md).
 // tools/spool_ctl.cc is one line over CtlMain.
 //
 // Thread-safety: CtlMain is a program's main: call it once, from one thread.
 
-#ifndef SPOOL_CTL_CTL_H_
-#define SPOOL_CTL_CTL_H_
+#ifndef SPOOL_TOOLS_CTL_CTL_H_
+#define SPOOL_TOOLS_CTL_CTL_H_
 
 #include <cstdint>
 #include <string_view>
@@ -34,4 +34,4 @@ bool ParseDuration(std::string_view text, int64_t* ms);
 
 }  // namespace spool::ctl
 
-#endif  // SPOOL_CTL_CTL_H_
+#endif  // SPOOL_TOOLS_CTL_CTL_H_

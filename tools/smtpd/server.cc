@@ -1,4 +1,4 @@
-#include "smtpd/server.h"
+#include "tools/smtpd/server.h"
 
 #include <arpa/inet.h>
 #include <netdb.h>
@@ -16,9 +16,9 @@
 #include <optional>
 #include <utility>
 
-#include "smtpd/protocol.h"
 #include "spool/logging.h"
 #include "spool/smtp_reply.h"
+#include "tools/smtpd/protocol.h"
 
 namespace spool::smtpd {
 namespace {

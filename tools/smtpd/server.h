@@ -1,11 +1,11 @@
-// The reference SMTP front-end's server (SPEC §6; docs/smtpd.md): an RFC 5321 receiver
+// The reference SMTP front-end's server (docs/smtpd.md): an RFC 5321 receiver
 // that stores every message in a Spool before it answers 250.
 //
 // One epoll event loop serves every connection, non-blocking. A message's DATA is
 // decoded (dot-unstuffed, nothing added) into memory and handed to Spool::EnqueueAsync;
 // the completion runs on a spool thread, which only queues it and wakes the loop through
 // an eventfd. The loop then answers "250 2.0.0 Ok: queued as ID" (the message is durable
-// by then: SPEC §2) or the reply of SmtpReplyFor(status), and only then goes on with the
+// by then: docs/durability.md) or the reply of SmtpReplyFor(status), and only then goes on with the
 // commands the client pipelined behind the data.
 //
 // Admission (Spool::Admission) is asked at connect (a spool that is not serving gets
@@ -15,8 +15,8 @@
 // Thread-safety: Run is called once, from one thread (the loop). RequestStop may be
 // called from any thread, any number of times.
 
-#ifndef SPOOL_SMTPD_SERVER_H_
-#define SPOOL_SMTPD_SERVER_H_
+#ifndef SPOOL_TOOLS_SMTPD_SERVER_H_
+#define SPOOL_TOOLS_SMTPD_SERVER_H_
 
 #include <atomic>
 #include <cstdint>
@@ -139,4 +139,4 @@ class Server {
 
 }  // namespace spool::smtpd
 
-#endif  // SPOOL_SMTPD_SERVER_H_
+#endif  // SPOOL_TOOLS_SMTPD_SERVER_H_

@@ -11,8 +11,8 @@
 //
 // Thread-safety: the functions are pure; a DataDecoder is thread-compatible.
 
-#ifndef SPOOL_SMTPD_PROTOCOL_H_
-#define SPOOL_SMTPD_PROTOCOL_H_
+#ifndef SPOOL_TOOLS_SMTPD_PROTOCOL_H_
+#define SPOOL_TOOLS_SMTPD_PROTOCOL_H_
 
 #include <cstddef>
 #include <cstdint>
@@ -92,4 +92,4 @@ class DataDecoder {
 
 }  // namespace spool::smtpd
 
-#endif  // SPOOL_SMTPD_PROTOCOL_H_
+#endif  // SPOOL_TOOLS_SMTPD_PROTOCOL_H_

@@ -1,4 +1,4 @@
-#include "smtpd/smtpd.h"
+#include "tools/smtpd/smtpd.h"
 
 #include <pthread.h>
 #include <signal.h>
@@ -15,11 +15,12 @@
 #include <thread>
 #include <vector>
 
-#include "smtpd/server.h"
 #include "spool/logging.h"
 #include "spool/spool.h"
 #include "spool/status.h"
-#include "util/cli.h"
+#include "tools/common/cli.h"
+#include "tools/common/flags.h"
+#include "tools/smtpd/server.h"
 
 namespace spool::smtpd {
 namespace {
@@ -27,6 +28,11 @@ namespace {
 constexpr std::string_view kTool = "spool-smtpd";
 // Descriptors beyond the connections: the spool's segment files, RocksDB, listeners.
 constexpr rlim_t kSpareDescriptors = 256;
+// The largest --max-connections, --max-recipients and --max-errors, and the longest
+// --idle-timeout and --drain-timeout.
+constexpr uint64_t kMaxCount = 1'000'000;
+constexpr uint64_t kMaxSeconds = 86'400;
+constexpr int64_t kMsPerSecond = 1000;
 
 constexpr char kHelp[] =
     R"(Usage: spool-smtpd --spool DIR[,DIR...] --listen HOST:PORT [options]
@@ -98,91 +104,68 @@ void RaiseDescriptorLimit(size_t connections) {
   }
 }
 
-// Every option takes a value.
-constexpr std::string_view kValueOptions[] = {
-    "--spool",          "--listen",         "--max-message-size", "--max-connections",
-    "--max-recipients", "--idle-timeout",   "--drain-timeout",    "--max-errors",
-    "--hostname",       "--min-free-bytes", "--segment-size",     "--io-backend",
-};
-
-struct Flags {
+// What the command line sets.
+struct Settings {
   std::optional<std::string> spool;
-  std::vector<std::string> listen;
   ServerOptions server;
   Options spool_options;
 };
 
-// Parses argv into *flags. Returns an error text, empty on success; sets *help.
-std::string ParseFlags(int argc, char** argv, Flags* flags, bool* help) {
-  *help = false;
-  for (int i = 1; i < argc; ++i) {
-    std::string name = argv[i];
-    std::optional<std::string> value;
-    if (const size_t eq = name.find('='); eq != std::string::npos && name.starts_with("--")) {
-      value = name.substr(eq + 1);
-      name = name.substr(0, eq);
-    }
-    if (name == "-h" || name == "--help") {
-      *help = true;
-      return "";
-    }
-    if (!name.starts_with("--")) return "unexpected argument '" + name + "'";
-    if (std::find(std::begin(kValueOptions), std::end(kValueOptions), name) ==
-        std::end(kValueOptions)) {
-      return "unknown option '" + name + "'";
-    }
-    if (!value) {
-      if (i + 1 >= argc) return "option " + name + " needs a value";
-      value = argv[++i];
-    }
-    const std::string& v = *value;
+std::string BadValue(std::string_view option, const std::string& value) {
+  return "option " + std::string(option) + ": bad value '" + value + "'";
+}
+
+// Declares `option`, a count in [min, max] that goes times `scale` into *out.
+template <typename T>
+void DeclareCount(cli::Flags* flags, std::string_view option, uint64_t min, uint64_t max, T* out,
+                  uint64_t scale = 1) {
+  flags->Value(option, [=, option = std::string(option)](const std::string& v) {
     uint64_t n = 0;
-    const auto bad = [&] { return "option " + name + ": bad value '" + v + "'"; };
-    if (name == "--spool") {
-      if (flags->spool) return "option --spool given twice";
-      flags->spool = v;
-    } else if (name == "--listen") {
-      flags->listen.push_back(v);
-    } else if (name == "--max-message-size") {
-      if (!ParseByteSize(v, &n) || n == 0) return bad();
-      flags->spool_options.max_message_size = n;
-    } else if (name == "--max-connections") {
-      if (!ParseCount(v, 1'000'000, &n) || n == 0) return bad();
-      flags->server.max_connections = n;
-    } else if (name == "--max-recipients") {
-      if (!ParseCount(v, 1'000'000, &n) || n == 0) return bad();
-      flags->server.max_recipients = n;
-    } else if (name == "--idle-timeout") {
-      if (!ParseCount(v, 86'400, &n) || n == 0) return bad();
-      flags->server.idle_timeout_ms = static_cast<int64_t>(n) * 1000;
-    } else if (name == "--drain-timeout") {
-      if (!ParseCount(v, 86'400, &n)) return bad();
-      flags->server.drain_timeout_ms = static_cast<int64_t>(n) * 1000;
-    } else if (name == "--max-errors") {
-      if (!ParseCount(v, 1'000'000, &n) || n == 0) return bad();
-      flags->server.max_errors = static_cast<int>(n);
-    } else if (name == "--hostname") {
-      if (v.empty() || v.find_first_of(" \t\r\n") != std::string::npos) return bad();
-      flags->server.hostname = v;
-    } else if (name == "--min-free-bytes") {
-      if (!ParseByteSize(v, &n)) return bad();
-      flags->spool_options.min_free_bytes = n;
-    } else if (name == "--segment-size") {
-      if (!ParseByteSize(v, &n) || n == 0) return bad();
-      flags->spool_options.segment_size = n;
-    } else if (name == "--io-backend") {
-      if (v != "auto" && v != "io_uring" && v != "posix") return bad();
-      flags->spool_options.io_backend = v;
-    } else {
-      return "unknown option '" + name + "'";
+    if (!ParseCount(v, max, &n) || n < min) return BadValue(option, v);
+    *out = static_cast<T>(n * scale);
+    return std::string();
+  });
+}
+
+// Declares `option`, a byte size of at least `min` that goes into *out.
+void DeclareByteSize(cli::Flags* flags, std::string_view option, uint64_t min, uint64_t* out) {
+  flags->Value(option, [=, option = std::string(option)](const std::string& v) {
+    uint64_t n = 0;
+    if (!ParseByteSize(v, &n) || n < min) return BadValue(option, v);
+    *out = n;
+    return std::string();
+  });
+}
+
+// Declares spool-smtpd's options, which go into *settings.
+void DeclareOptions(cli::Flags* flags, Settings* settings) {
+  ServerOptions& server = settings->server;
+  Options& spool = settings->spool_options;
+  flags->Value("--spool", &settings->spool, cli::Repeat::kOnce);
+  flags->Value("--listen", [&server](const std::string& v) {
+    server.listen.push_back(v);
+    return std::string();
+  });
+  DeclareByteSize(flags, "--max-message-size", 1, &spool.max_message_size);
+  DeclareCount(flags, "--max-connections", 1, kMaxCount, &server.max_connections);
+  DeclareCount(flags, "--max-recipients", 1, kMaxCount, &server.max_recipients);
+  DeclareCount(flags, "--idle-timeout", 1, kMaxSeconds, &server.idle_timeout_ms, kMsPerSecond);
+  DeclareCount(flags, "--drain-timeout", 0, kMaxSeconds, &server.drain_timeout_ms, kMsPerSecond);
+  DeclareCount(flags, "--max-errors", 1, kMaxCount, &server.max_errors);
+  flags->Value("--hostname", [&server](const std::string& v) {
+    if (v.empty() || v.find_first_of(" \t\r\n") != std::string::npos) {
+      return BadValue("--hostname", v);
     }
-  }
-  if (!flags->spool || flags->spool->empty()) return "--spool DIR[,DIR...] is required";
-  if (flags->listen.empty()) return "--listen HOST:PORT is required";
-  for (const std::string& dir : cli::SplitDirs(*flags->spool)) {
-    if (dir.empty()) return "--spool: empty directory name in '" + *flags->spool + "'";
-  }
-  return "";
+    server.hostname = v;
+    return std::string();
+  });
+  DeclareByteSize(flags, "--min-free-bytes", 0, &spool.min_free_bytes);
+  DeclareByteSize(flags, "--segment-size", 1, &spool.segment_size);
+  flags->Value("--io-backend", [&spool](const std::string& v) {
+    if (v != "auto" && v != "io_uring" && v != "posix") return BadValue("--io-backend", v);
+    spool.io_backend = v;
+    return std::string();
+  });
 }
 
 }  // namespace
@@ -225,15 +208,25 @@ bool ParseByteSize(std::string_view text, uint64_t* bytes) {
 }
 
 int SmtpdMain(int argc, char** argv) {
-  Flags flags;
-  bool help = false;
-  if (std::string error = ParseFlags(argc, argv, &flags, &help); !error.empty()) {
-    PrintError(error + " (see --help)");
-    return kExitUsage;
+  Settings settings;
+  cli::Flags flags(kTool, kExitUsage);
+  DeclareOptions(&flags, &settings);
+  switch (flags.Parse(argc, argv)) {
+    case cli::Parsed::kOk:
+      break;
+    case cli::Parsed::kHelp:
+      std::fwrite(kHelp, 1, sizeof(kHelp) - 1, stdout);
+      return kExitOk;
+    case cli::Parsed::kUsageError:
+      return kExitUsage;
   }
-  if (help) {
-    std::fwrite(kHelp, 1, sizeof(kHelp) - 1, stdout);
-    return kExitOk;
+  if (!settings.spool || settings.spool->empty()) {
+    return flags.UsageError("--spool DIR[,DIR...] is required");
+  }
+  if (settings.server.listen.empty()) return flags.UsageError("--listen HOST:PORT is required");
+  Options options = settings.spool_options;
+  if (std::string error = cli::ParseSpoolDirs(*settings.spool, &options.dirs); !error.empty()) {
+    return flags.UsageError(error);
   }
 
   // SIGTERM and SIGINT go to a thread of ours only: blocked here, before the spool
@@ -244,18 +237,15 @@ int SmtpdMain(int argc, char** argv) {
   sigaddset(&stop_signals, SIGINT);
   pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
   signal(SIGPIPE, SIG_IGN);
-  RaiseDescriptorLimit(flags.server.max_connections);
+  RaiseDescriptorLimit(settings.server.max_connections);
 
-  Options options = flags.spool_options;
-  options.dirs = cli::SplitDirs(*flags.spool);
   options.lock_holder = "spool-smtpd pid " + std::to_string(getpid());
   StatusOr<std::unique_ptr<Spool>> spool = Spool::Open(options);
   if (!spool.ok()) {
     PrintError("cannot open the spool: " + std::string(spool.status().message()));
     return kExitCannotOpen;
   }
-  flags.server.listen = flags.listen;
-  StatusOr<std::unique_ptr<Server>> server = Server::Create(spool->get(), flags.server);
+  StatusOr<std::unique_ptr<Server>> server = Server::Create(spool->get(), settings.server);
   if (!server.ok()) {
     PrintError(std::string(server.status().message()));
     return kExitFailed;

@@ -1,4 +1,4 @@
-#include "ctl/ctl.h"
+#include "tools/ctl/ctl.h"
 
 #include <unistd.h>
 
@@ -12,6 +12,7 @@
 #include <map>
 #include <memory>
 #include <optional>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -21,7 +22,8 @@
 #include "spool/metrics.h"
 #include "spool/spool.h"
 #include "spool/status.h"
-#include "util/cli.h"
+#include "tools/common/cli.h"
+#include "tools/common/flags.h"
 
 namespace spool::ctl {
 namespace {
@@ -96,23 +98,7 @@ int FinishOutput(int code) {
   return code;
 }
 
-// `text` fit for a terminal line: control bytes and DEL as \xNN, other bytes as they are.
-std::string Printable(std::string_view text) {
-  static constexpr char kHex[] = "0123456789abcdef";
-  std::string out;
-  out.reserve(text.size());
-  for (char ch : text) {
-    const auto c = static_cast<unsigned char>(ch);
-    if (c < 0x20 || c == 0x7F) {
-      out += "\\x";
-      out += kHex[c >> 4];
-      out += kHex[c & 0xF];
-    } else {
-      out += ch;
-    }
-  }
-  return out;
-}
+using cli::Printable;
 
 std::string PadRight(std::string s, size_t width) {
   if (s.size() < width) s.append(width - s.size(), ' ');
@@ -191,40 +177,28 @@ struct Args {
   }
 };
 
-// Parses a command's arguments: options (--name value or --name=value) anywhere, "--"
-// ends them, "-" is positional. Returns an error text, empty on success.
-std::string ParseArgs(const std::vector<std::string>& argv, size_t begin,
-                      const std::vector<OptionSpec>& specs, Args* out) {
-  bool options_done = false;
-  for (size_t i = begin; i < argv.size(); ++i) {
-    const std::string& a = argv[i];
-    if (options_done || a == "-" || !a.starts_with("-")) {
-      out->positional.push_back(a);
-      continue;
+// Declares a command's options, each to be given once, and its positional arguments on
+// *flags, all of them going into *args.
+void DeclareArgs(const std::vector<OptionSpec>& specs, cli::Flags* flags, Args* args) {
+  for (const OptionSpec& spec : specs) {
+    const std::string name(spec.name);
+    if (spec.takes_value) {
+      flags->Value(
+          name,
+          [args, name](const std::string& value) {
+            args->options[name] = value;
+            return std::string();
+          },
+          cli::Repeat::kOnce);
+    } else {
+      flags->Flag(
+          name, [args, name] { args->options[name] = ""; }, cli::Repeat::kOnce);
     }
-    if (a == "--") {
-      options_done = true;
-      continue;
-    }
-    std::string name = a;
-    std::optional<std::string> value;
-    if (const size_t eq = a.find('='); eq != std::string::npos && a.starts_with("--")) {
-      name = a.substr(0, eq);
-      value = a.substr(eq + 1);
-    }
-    if (name == "-h") name = "--help";
-    auto spec = std::find_if(specs.begin(), specs.end(),
-                             [&](const OptionSpec& s) { return s.name == name; });
-    if (spec == specs.end()) return "unknown option '" + Printable(name) + "'";
-    if (spec->takes_value && !value) {
-      if (i + 1 >= argv.size()) return "option " + name + " needs a value";
-      value = argv[++i];
-    }
-    if (!spec->takes_value && value) return "option " + name + " takes no value";
-    if (out->Has(name)) return "option " + name + " given twice";
-    out->options[name] = value.value_or("");
   }
-  return "";
+  flags->Positional([args](const std::string& arg) {
+    args->positional.push_back(arg);
+    return std::string();
+  });
 }
 
 std::optional<MessageState> ParseState(std::string_view name) {
@@ -738,23 +712,6 @@ std::string CommandHelp(const Command& c) {
          std::string(c.help) + "\n  -h, --help  this text\n";
 }
 
-int UsageError(std::string_view command, std::string_view message) {
-  std::string line;
-  if (!command.empty()) {
-    line += command;
-    line += ": ";
-  }
-  line += message;
-  line += " (see 'spool-ctl ";
-  if (!command.empty()) {
-    line += command;
-    line += ' ';
-  }
-  line += "--help')";
-  PrintError(line);
-  return kExitUsage;
-}
-
 // The library's log lines (damage found at open, say) go to stderr as
 // "spool-ctl: spool log: error: ...", warnings and errors only, so that they read apart
 // from the command's own error line. SPOOL_LOG_LEVEL restores the library's own format
@@ -771,66 +728,59 @@ int Run(const std::vector<std::string>& argv) {
   // Global options, up to the command.
   std::optional<std::string> spool_arg;
   bool read_only = false;
-  size_t i = 1;
-  for (; i < argv.size(); ++i) {
-    const std::string& a = argv[i];
-    if (!a.starts_with("-")) break;
-    if (a == "-h" || a == "--help") {
+  cli::Flags global(kTool, kExitUsage);
+  global.Value("--spool", &spool_arg, cli::Repeat::kOnce)
+      .Flag("--read-only", &read_only)
+      .StopAtPositional()
+      .UnknownOptionHint("global options go before the command");
+  const std::span<const std::string> args = std::span(argv).subspan(1);
+  switch (global.Parse(args)) {
+    case cli::Parsed::kOk:
+      break;
+    case cli::Parsed::kHelp:
       Out(kToolHelp);
       return kExitOk;
-    }
-    if (a == "--read-only") {
-      read_only = true;
-    } else if (a == "--spool" || a.starts_with("--spool=")) {
-      if (spool_arg) return UsageError("", "--spool given twice");
-      if (a == "--spool") {
-        if (i + 1 >= argv.size()) return UsageError("", "--spool needs a value");
-        spool_arg = argv[++i];
-      } else {
-        spool_arg = a.substr(std::strlen("--spool="));
-      }
-    } else {
-      return UsageError("", "unknown option '" + Printable(a) +
-                                "' (global options go before "
-                                "the command)");
-    }
+    case cli::Parsed::kUsageError:
+      return kExitUsage;
   }
-  if (i >= argv.size()) return UsageError("", "no command given");
-  const std::string name = argv[i];
+  const size_t i = global.consumed();
+  if (i >= args.size()) return global.UsageError("no command given");
+  const std::string name = args[i];
   if (name == "help") {
-    if (i + 1 >= argv.size()) {
+    if (i + 1 >= args.size()) {
       Out(kToolHelp);
       return kExitOk;
     }
-    const Command* c = FindCommand(argv[i + 1]);
-    if (c == nullptr) return UsageError("", "unknown command '" + Printable(argv[i + 1]) + "'");
+    const Command* c = FindCommand(args[i + 1]);
+    if (c == nullptr) return global.UsageError("unknown command '" + Printable(args[i + 1]) + "'");
     Out(CommandHelp(*c));
     return kExitOk;
   }
   const Command* command = FindCommand(name);
-  if (command == nullptr) return UsageError("", "unknown command '" + Printable(name) + "'");
+  if (command == nullptr) return global.UsageError("unknown command '" + Printable(name) + "'");
 
-  std::vector<OptionSpec> specs = command->options;
-  specs.push_back({"--help", false});
-  Args args;
-  if (std::string error = ParseArgs(argv, i + 1, specs, &args); !error.empty()) {
-    return UsageError(name, error);
-  }
-  if (args.Has("--help")) {
-    Out(CommandHelp(*command));
-    return kExitOk;
+  cli::Flags flags(kTool, kExitUsage, name);
+  Args command_args;
+  DeclareArgs(command->options, &flags, &command_args);
+  switch (flags.Parse(args.subspan(i + 1))) {
+    case cli::Parsed::kOk:
+      break;
+    case cli::Parsed::kHelp:
+      Out(CommandHelp(*command));
+      return kExitOk;
+    case cli::Parsed::kUsageError:
+      return kExitUsage;
   }
   std::string error;
-  Runner runner = command->plan(args, &error);
-  if (!runner) return UsageError(name, error);
-  if (!spool_arg) return UsageError("", "--spool DIR[,DIR...] is needed");
+  Runner runner = command->plan(command_args, &error);
+  if (!runner) return flags.UsageError(error);
+  if (!spool_arg) return global.UsageError("--spool DIR[,DIR...] is needed");
   Options options;
-  options.dirs = cli::SplitDirs(*spool_arg);
-  for (const std::string& d : options.dirs) {
-    if (d.empty()) return UsageError("", "empty directory in --spool '" + *spool_arg + "'");
+  if (error = cli::ParseSpoolDirs(*spool_arg, &options.dirs); !error.empty()) {
+    return global.UsageError(error);
   }
   if (command->mutating && read_only) {
-    return UsageError(name, name + " changes the spool; it cannot run with --read-only");
+    return flags.UsageError(name + " changes the spool; it cannot run with --read-only");
   }
   // An operator's tool never creates a spool; the read commands never lock or write one.
   options.create_if_missing = false;

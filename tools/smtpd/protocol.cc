@@ -1,4 +1,4 @@
-#include "smtpd/protocol.h"
+#include "tools/smtpd/protocol.h"
 
 #include <array>
 #include <limits>

@@ -1,10 +1,10 @@
-// spool-smtpd: the reference SMTP front-end (SPEC §6; docs/smtpd.md). tools/spool_smtpd.cc
-// is one line over SmtpdMain; the server itself is smtpd/server.h.
+// spool-smtpd: the reference SMTP front-end (docs/smtpd.md). tools/spool_smtpd.cc is one
+// line over SmtpdMain; the server itself is tools/smtpd/server.h.
 //
 // Thread-safety: SmtpdMain is a program's main: call it once, from one thread.
 
-#ifndef SPOOL_SMTPD_SMTPD_H_
-#define SPOOL_SMTPD_SMTPD_H_
+#ifndef SPOOL_TOOLS_SMTPD_SMTPD_H_
+#define SPOOL_TOOLS_SMTPD_SMTPD_H_
 
 #include <cstdint>
 #include <string_view>
@@ -28,4 +28,4 @@ bool ParseByteSize(std::string_view text, uint64_t* bytes);
 
 }  // namespace spool::smtpd
 
-#endif  // SPOOL_SMTPD_SMTPD_H_
+#endif  // SPOOL_TOOLS_SMTPD_SMTPD_H_
