@@ -1,5 +1,6 @@
 // spool-bench: durable-write throughput and latency of the spool and of its alternatives
-// on the disk under a directory (SPEC §6). tools/spool_bench.cc is one line over Main.
+// on the disk under a directory (command line and output: docs/benchmarks.md).
+// tools/spool_bench.cc is one line over Main.
 //
 // Engines:
 //   raw     - the disk's own limit: sequential batches of producers x record bytes through
@@ -104,7 +105,7 @@ struct Result {
     return !fsyncs_known ? -1 : fsyncs ? static_cast<double>(disk_bytes) / fsyncs : 0;
   }
   double cpu_us_per_msg() const { return cpu_us / static_cast<double>(msgs ? msgs : 1); }
-  // One line of JSON with the fields of SPEC §6 and the extra ones above.
+  // One line of JSON: the fields of docs/benchmarks.md, "The JSON line".
   std::string ToJson() const;
 };
 
