@@ -109,7 +109,7 @@ struct Result {
     return !fsyncs_known ? -1 : fsyncs ? static_cast<double>(disk_bytes) / fsyncs : 0;
   }
   double cpu_us_per_msg() const { return cpu_us / static_cast<double>(msgs ? msgs : 1); }
-  // One line of JSON with the fields docs/benchmarks.md describes.
+  // One line of JSON: the fields of docs/benchmarks.md, "The JSON line".
   std::string ToJson() const;
 };
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# The segment log against the disk (issue 3, SPEC §7): ingest of 4 KiB records from 64
-# producers, interleaved repetitions of
+# The segment log against the disk (docs/benchmarks.md, "The segment log against the
+# disk"): ingest of 4 KiB records from 64 producers, interleaved repetitions of
 #   raw      the disk: batches of 64 x 4 KiB, 4 in flight (the log's window)
 #   raw-1    the same with 1 batch in flight: exactly the 64 x 4 KiB = 256 KiB that 64
 #            synchronous producers can have unacknowledged (the Little's-law bound for them)

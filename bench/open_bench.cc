@@ -1,5 +1,5 @@
 // Time from Spool::Open to the first accepted message, after a crash, with many messages
-// spooled (SPEC §7: accepting mail within 1 s with 1 M messages).
+// spooled (the goal in docs/benchmarks.md: accepting mail within 1 s with 1 M messages).
 //
 //   build/bench/spool_open_bench --dir DIR [--messages N] [--size BYTES]
 //

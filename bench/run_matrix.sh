@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs spool-bench over a matrix of engines x workloads and prints one JSON line per run
-# (SPEC §6 fields; see docs/benchmarks.md). Feed the output to bench/plot.py.
+# (the fields of docs/benchmarks.md, "The JSON line"). Feed the output to bench/plot.py.
 #
 #   bash bench/run_matrix.sh DIR [sweep|table] > results.jsonl
 #
@@ -60,7 +60,7 @@ case "$mode" in
       for e in $engines; do run --engine "$e" --workload ingest --size 65536 --producers 64; done
       for e in $engines; do run --engine "$e" --workload latency --size 4096; done
       for e in $engines; do run --engine "$e" --workload mixed --producers 64; done
-      # The reference for mixed (SPEC §7: mixed >= 70% of ingest at the same sizes).
+      # The reference for mixed (the goal in docs/benchmarks.md: mixed >= 70% of ingest).
       for e in $engines; do run --engine "$e" --workload ingest --size-dist email --producers 64; done
     done
     ;;

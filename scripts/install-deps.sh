@@ -7,7 +7,7 @@ set -euo pipefail
 packages=(
   # toolchain
   g++ cmake make pkg-config git ca-certificates
-  # libraries (SPEC §9)
+  # libraries
   librocksdb-dev liburing-dev libxxhash-dev libabsl-dev
   libbenchmark-dev libgtest-dev libgmock-dev
   # tests: real faults (FUSE, loop-mounted ext4, tmpfs) and real SMTP clients

@@ -1,9 +1,10 @@
-// Kill -9 torture (SPEC §2, §8): a child process runs the spool with several producers,
-// updates, removals and background reclamation, and reports each acknowledgement to the
-// parent through a pipe only after the API returned success. The parent kills the child
-// at a random instant, reopens the spool and checks every acknowledged message (exact
-// body, last acknowledged state), that no removed message came back and that nothing is
-// partial. Many cycles run on the same spool, so recovery runs on recovered state.
+// Kill -9 torture (docs/durability.md, contract items 1, 2 and 5; "Torture"): a child
+// process runs the spool with several producers, updates, removals and background
+// reclamation, and reports each acknowledgement to the parent through a pipe only after the
+// API returned success. The parent kills the child at a random instant, reopens the spool
+// and checks every acknowledged message (exact body, last acknowledged state), that no
+// removed message came back and that nothing is partial. Many cycles run on the same spool,
+// so recovery runs on recovered state.
 //
 // SPOOL_TORTURE_CYCLES (default 12) and SPOOL_TEST_SEED set the run; tests/crash/torture.sh
 // runs long ones.
@@ -24,8 +25,8 @@
 #include <string>
 #include <thread>
 
-#include "io/fault_file_system.h"
 #include "core/internal.h"
+#include "io/fault_file_system.h"
 #include "spool/spool.h"
 #include "test_util.h"
 
@@ -273,9 +274,10 @@ TEST(CrashTest, KillNineAtRandomInstantsLosesNothingAcknowledged) {
               live.size());
 }
 
-// Simulated power loss (SPEC §8): the same workload in-process over the fault-injecting
-// file system; at a random instant everything not yet synced is dropped or torn and the
-// index is abandoned as a crash leaves it. SPOOL_POWERLOSS_CYCLES (default 12).
+// Simulated power loss (docs/durability.md, "Torture"): the same workload in-process over
+// the fault-injecting file system; at a random instant everything not yet synced is dropped
+// or torn and the index is abandoned as a crash leaves it.
+// SPOOL_POWERLOSS_CYCLES (default 12).
 TEST(CrashTest, PowerLossAtRandomInstantsLosesNothingAcknowledged) {
   const uint64_t seed = spool::testing::TestSeed(4242);
   const char* env_cycles = std::getenv("SPOOL_POWERLOSS_CYCLES");

@@ -1,9 +1,10 @@
-// The fault matrix of SPEC §8: for every kind of file-system operation, failing the 1st,
-// 2nd, 3rd, 5th or 8th operation of that kind (once, and from then on), with EIO, ENOSPC,
-// EACCES and EROFS, a workload of opens, enqueues (inline and streamed), state changes,
-// removals and reads ends in success or the reply of SPEC §3 for that errno, and after a
-// reopen on the real file system every acknowledged message is there byte for byte with
-// its last acknowledged state; nothing acknowledged as removed comes back.
+// The fault matrix (docs/durability.md, "Which test proves what"): for every kind of
+// file-system operation, failing the 1st, 2nd, 3rd, 5th or 8th operation of that kind
+// (once, and from then on), with EIO, ENOSPC, EACCES and EROFS, a workload of opens,
+// enqueues (inline and streamed), state changes, removals and reads ends in success or the
+// reply of docs/errors.md for that errno, and after a reopen on the real file system every
+// acknowledged message is there byte for byte with its last acknowledged state; nothing
+// acknowledged as removed comes back.
 
 #include <gtest/gtest.h>
 
@@ -12,8 +13,8 @@
 #include <optional>
 #include <set>
 
-#include "io/fault_file_system.h"
 #include "core/internal.h"
+#include "io/fault_file_system.h"
 #include "spool/smtp_reply.h"
 #include "spool/spool.h"
 #include "spool_test_util.h"

@@ -12,7 +12,8 @@
 namespace spool {
 namespace {
 
-// SPEC §3's table, row by row, driven by the statuses the I/O layer makes of real errnos.
+// The reply table of docs/errors.md, row by row, driven by the statuses the I/O layer makes
+// of real errnos.
 struct Row {
   int err;
   const char* reply;

@@ -367,7 +367,7 @@ int IdCall(const char* function, spool_t* s, const char* id, spool_reply_t* err,
 
 extern "C" {
 
-// ---- The minimum of SPEC §5 --------------------------------------------------------------
+// ---- Open, enqueue, read, remove: the core calls -------------------------------------------
 
 spool_t* spool_open(const char* dirs, spool_reply_t* err) { return Open(dirs, nullptr, err); }
 

@@ -1,7 +1,8 @@
-// The one boundary where errno values become Statuses (STYLE.md rule 3).
+// The one boundary where errno values become Statuses: `-errno` turns into a Status here,
+// in the I/O layer, and nowhere else.
 //
-// Classification (SPEC §3): ENOSPC and EDQUOT -> kStorageFull; EACCES, EPERM and EROFS ->
-// kPermission; every other errno -> kIoError. The message reads
+// Classification (docs/errors.md, "The reply table"): ENOSPC and EDQUOT -> kStorageFull;
+// EACCES, EPERM and EROFS -> kPermission; every other errno -> kIoError. The message reads
 // "<what> <path>: <strerror> (<ENAME>)" for the operator's log.
 
 #ifndef SPOOL_IO_ERRNO_STATUS_H_

@@ -8,7 +8,8 @@
 //     sync by contract), or at once when the file was opened with OpenOptions::dsync.
 //     Until then the wrapper keeps the bytes the write overwrote (read from the base file
 //     before writing) and the file's size at its last sync, so that a crash can undo it.
-//     A failed sync makes nothing durable: the writes stay undoable (SPEC §2.4).
+//     A failed sync makes nothing durable: the writes stay undoable (docs/durability.md,
+//     contract item 4).
 //   - Names. Creating a file (Open with create of a path that did not exist), unlinking it,
 //     and renaming it are durable once SyncDir() of its directory returned OK; a rename
 //     needs SyncDir() of both directories. Until then a crash undoes them: a created file

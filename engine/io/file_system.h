@@ -16,7 +16,8 @@
 //   - Creating, renaming or unlinking a file survives a power loss only after SyncDir() of
 //     its directory returned OK.
 //   - After a failed write or sync, nothing written to that file since its last good sync
-//     may be trusted (SPEC §2.4): callers must not retry the sync to clear the error.
+//     may be trusted (docs/durability.md, contract item 4): callers must not retry the sync
+//     to clear the error.
 //
 // Errors: `-errno` becomes a Status in implementations of this interface and nowhere else
 // (see io/errno_status.h): ENOSPC/EDQUOT -> kStorageFull; EACCES/EPERM/EROFS ->

@@ -110,7 +110,7 @@ static size_t CountMessages(spool_t* s) {
 
 static const char* const kRcpts[] = {"bob@example.net", "carol@example.com"};
 
-/* ---- The SPEC §5 minimum ------------------------------------------------------------------ */
+/* ---- Open, enqueue, read, remove: the core calls ------------------------------------------- */
 
 static void TestEnqueueReadRemove(void) {
   spool_reply_t err;

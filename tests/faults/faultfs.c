@@ -1,6 +1,6 @@
 // faultfs: a libfuse3 pass-through filesystem over a backing directory that fails
-// writes, syncs or reads on command. Used by the real-fault tests (SPEC §8: "EIO from a
-// small FUSE fault-injecting pass-through filesystem").
+// writes, syncs or reads on command. Used by the real-fault tests for I/O errors the
+// kernel really returns (tests/faults/faults_test.cc, FuseTest).
 //
 //   faultfs BACKING_DIR MOUNTPOINT [-f] [-s] [other FUSE options]
 //

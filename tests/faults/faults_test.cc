@@ -1,14 +1,16 @@
-// Real-fault tests (SPEC §3 failure contract, §8 "real faults, not only simulated ones").
+// Real-fault tests: the failure contract of docs/errors.md with faults the kernel makes,
+// not only simulated ones.
 //
-// Each test makes a real fault with the kernel's own machinery: a small tmpfs that fills
-// up (ENOSPC), a loop-mounted ext4 image that turns read-only under the running spool
-// (EROFS), a directory the process may not write after dropping privileges (EACCES), a
-// FUSE pass-through filesystem that fails writes, syncs and reads on command (EIO;
-// tests/faults/faultfs.c), and bytes flipped in a segment file under a live spool. It
-// then checks the reply of SPEC §3, that nothing acknowledged is lost (every acknowledged
-// message reads back byte for byte, before and after reopen), and where the contract asks
-// for it that the spool recovers by itself once the cause is gone: a bounded wait (up to
-// kRecoverySeconds) for Admission to accept again, never a timing assertion.
+// Each test makes a real fault with the kernel's own machinery: a small tmpfs that fills up
+// (ENOSPC), a loop-mounted ext4 image that turns read-only under the running spool (EROFS),
+// a directory the process may not write after dropping privileges (EACCES), a FUSE
+// pass-through filesystem that fails writes, syncs and reads on command (EIO;
+// tests/faults/faultfs.c), and bytes flipped in a segment file under a live spool. It then
+// checks the reply of docs/errors.md, "The reply table", that nothing acknowledged is lost
+// (every acknowledged message reads back byte for byte, before and after reopen), and where
+// the contract asks for it that the spool recovers by itself once the cause is gone: a
+// bounded wait (up to kRecoverySeconds) for Admission to accept again, never a timing
+// assertion.
 //
 // Tests that need root, mount(2), loop devices or /dev/fuse skip with the reason when the
 // machine forbids them. Mounts are undone in TearDown, lazily as a last resort, even when
@@ -93,7 +95,7 @@ uint64_t FreeBytes(const std::string& path) {
   return static_cast<uint64_t>(st.f_bavail) * st.f_frsize;
 }
 
-// The reply of SPEC §3 for `s`, and a reply text free of internals.
+// The reply of docs/errors.md for `s`, and a reply text free of internals.
 ::testing::AssertionResult HasReply(const Status& s, int code, std::string_view enhanced) {
   const SmtpReply r = SmtpReplyFor(s);
   const std::string text = r.ToString();
@@ -107,8 +109,8 @@ uint64_t FreeBytes(const std::string& path) {
          << "reply '" << text << "' for " << s.ToString() << ", want " << code << " " << enhanced;
 }
 
-// The reply for a fault, or 421 4.3.2 for a shard latched unhealthy by it (SPEC §3 "spool
-// not serving: latched unhealthy"), whose operator message must still name the cause.
+// The reply for a fault, or 421 4.3.2 for a shard latched unhealthy by it (docs/errors.md:
+// "not serving"), whose operator message must still name the cause.
 ::testing::AssertionResult HasReplyOrLatched(const Status& s, int code, std::string_view enhanced,
                                              std::string_view cause) {
   if (s.code() != Code::kUnavailable) return HasReply(s, code, enhanced);
@@ -137,7 +139,7 @@ uint64_t FreeBytes(const std::string& path) {
 // The messages a test offered and the ones the spool acknowledged. Message n has a body
 // derived from (seed, n) and carries n in its metadata, so that any message found in a
 // spool can be checked: acknowledged ones must be there byte for byte, others absent or
-// intact (SPEC §2.2).
+// intact (docs/durability.md, contract item 2).
 class Ledger {
  public:
   explicit Ledger(uint64_t seed) : seed_(seed) {}
@@ -472,8 +474,8 @@ TEST_F(FaultTest, EnospcFromFullTmpfsGives452AndRecoversAfterGrow) {
 
   ASSERT_EQ(mount(nullptr, mnt.c_str(), nullptr, MS_REMOUNT, "size=80m"), 0)
       << "remount,size=80m: " << ErrnoText(errno);
-  // Self-recovery (SPEC §3: "recovers by itself when the cause is gone, without a
-  // restart"): needs the engine's background re-probe.
+  // Self-recovery (docs/errors.md, "A latched shard": it accepts again by itself once
+  // the cause is gone, without a restart): needs the engine's background re-probe.
   EXPECT_TRUE(WaitFor([&] { return spool_->Admission(32 << 10).ok(); }))
       << "ENGINE: no self-recovery after the tmpfs grew: Admission still says "
       << spool_->Admission(32 << 10).ToString();
@@ -765,15 +767,15 @@ class FuseTest : public FaultTest {
   }
 };
 
-// Real fault: a spool with two shards, one on the FUSE fault filesystem (faultfs.c) and
-// one on the normal disk. The FUSE side fails, on command, every write, then every
-// fdatasync (dropping the unsynced writes, as Linux may after a failed writeback), then
-// every read of the shard's files (RocksDB's files excepted, so that the log's handling
-// is what is tested). Proves the I/O-error row and SPEC §2.4: failed enqueues get
-// 451 4.3.0 and never 250, every enqueue that succeeded is intact after reopen, the
-// faulty shard latches (GetHealth: degraded) and the re-probe keeps it latched while the
-// fault lasts, the other shard keeps accepting, a failed read is an error and never bytes,
-// and the shard recovers by itself once the fault is switched off.
+// Real fault: a spool with two shards, one on the FUSE fault filesystem (faultfs.c) and one
+// on the normal disk. The FUSE side fails, on command, every write, then every fdatasync
+// (dropping the unsynced writes, as Linux may after a failed writeback), then every read of
+// the shard's files (RocksDB's files excepted, so that the log's handling is what is
+// tested). Proves the I/O-error row and docs/durability.md, contract item 4: failed
+// enqueues get 451 4.3.0 and never 250, every enqueue that succeeded is intact after
+// reopen, the faulty shard latches (GetHealth: degraded) and the re-probe keeps it latched
+// while the fault lasts, the other shard keeps accepting, a failed read is an error and
+// never bytes, and the shard recovers by itself once the fault is switched off.
 void FuseTest::EioScenario(const std::string& backend) {
   const std::string fuse_dir = fuse_mount_ + "/shard";
   const std::string disk_dir = tmp_.Sub("disk/shard");
@@ -908,11 +910,12 @@ TEST_F(FuseTest, EioLatchesOneShardOthersServeAndNothingAcknowledgedIsLost) {
 TEST_F(FuseTest, EioThroughIoUringLatchesOneShardOthersServe) { EioScenario("io_uring"); }
 
 // Real fault: on the FUSE shard, every write and sync of the RocksDB index files fails
-// (EIO), the log's files stay healthy. Proves that index faults feed health (issue 5,
-// SPEC §4 "RocksDB background errors ... feed the health state"): an enqueue is either
-// acknowledged (and then intact after reopen: the log is the truth) or refused with the
-// reply of SPEC §3; the FUSE shard is reported unhealthy while the other keeps accepting;
-// once the fault is gone the shard recovers by itself, and nothing acknowledged is lost.
+// (EIO), the log's files stay healthy. Proves that index faults feed health
+// (docs/errors.md, "The index fails": RocksDB's write and background errors latch the
+// shard): an enqueue is either acknowledged (and then intact after reopen: the log is the
+// truth) or refused with the reply of docs/errors.md; the FUSE shard is reported unhealthy
+// while the other keeps accepting; once the fault is gone the shard recovers by itself, and
+// nothing acknowledged is lost.
 TEST_F(FuseTest, IndexEioFeedsHealthAndLosesNothing) {
   const std::string fuse_dir = fuse_mount_ + "/shard";
   const std::string disk_dir = tmp_.Sub("disk/shard");
@@ -957,12 +960,13 @@ TEST_F(FuseTest, IndexEioFeedsHealthAndLosesNothing) {
   ExpectIntact(*spool_, ledger, "after reopen");
 }
 
-// Real fault: every read of the log files on the FUSE shard returns its bytes with one
-// byte inverted (corruption on the read path: a bad cable, controller or RAM; the stored
-// bytes are intact). Proves SPEC §2.3 on a real read path: ReadBody reports kCorruption
-// naming the message and returns no body, a streamed read hands out nothing that differs
-// from what was stored; and, once reads are clean again, every acknowledged message reads
-// back byte for byte, also after reopen: a transient read fault loses nothing.
+// Real fault: every read of the log files on the FUSE shard returns its bytes with one byte
+// inverted (corruption on the read path: a bad cable, controller or RAM; the stored bytes
+// are intact). Proves docs/durability.md, contract item 3, on a real read path: ReadBody
+// reports kCorruption naming the message and returns no body, a streamed read hands out
+// nothing that differs from what was stored; and, once reads are clean again, every
+// acknowledged message reads back byte for byte, also after reopen: a transient read fault
+// loses nothing.
 TEST_F(FuseTest, CorruptionOnTheReadPathIsReportedNeverReturned) {
   const std::string fuse_dir = fuse_mount_ + "/shard";
   Options o = SmallOptions({fuse_dir});
@@ -1032,12 +1036,12 @@ bool FlipStored(const std::string& shard_dir, const std::string& needle, size_t 
   return false;
 }
 
-// Real fault: bytes of stored messages are inverted in the segment files, under the
-// running spool, with pwrite at the place where the body's bytes are found (a stored byte
-// that changed on disk: bit rot, a misdirected write). Proves SPEC §2.3 and the corruption
-// cell of the I/O-error row: ReadBody reports kCorruption naming the message id and returns
-// no body; the streamed read hands out nothing that differs from what was stored; the
-// other messages still read back.
+// Real fault: bytes of stored messages are inverted in the segment files, under the running
+// spool, with pwrite at the place where the body's bytes are found (a stored byte that
+// changed on disk: bit rot, a misdirected write). Proves contract item 3 of
+// docs/durability.md and the corruption cell of the I/O-error row: ReadBody reports
+// kCorruption naming the message id and returns no body; the streamed read hands out
+// nothing that differs from what was stored; the other messages still read back.
 TEST_F(FaultTest, FlippedBytesUnderLiveSpoolAreReportedWithTheIdNeverReturned) {
   const std::string dir = tmp_.Sub("spool");
   ASSERT_OK(OpenSpool(SmallOptions({dir})));
@@ -1084,9 +1088,10 @@ TEST_F(FaultTest, FlippedBytesUnderLiveSpoolAreReportedWithTheIdNeverReturned) {
 
 // Real fault: bytes of a message in a cold segment (sealed: later segments hold newer
 // messages) are inverted on disk under the running spool, and nobody reads that message.
-// Proves the scrubber part of SPEC §2.3 ("detected by checksum when read ... by the
-// background scrubber"): within a bounded wait the damaged message is found and
-// quarantined (state kCorrupt, visible through Get), its neighbours stay intact.
+// Proves the scrubber part of docs/durability.md, contract item 3 (damage is detected by
+// checksum when read by the background scrubber): within a bounded wait the damaged message
+// is found and quarantined (state kCorrupt, visible through Get), its neighbours stay
+// intact.
 TEST_F(FaultTest, ScrubberFindsFlippedBytesInAColdSegment) {
   const std::string dir = tmp_.Sub("spool");
   ASSERT_OK(OpenSpool(SmallOptions({dir})));

@@ -1,23 +1,28 @@
-/* The C API of spool, for mail transfer agents written in C (SPEC §5).
+/* The C API of spool, for mail transfer agents written in C.
  *
  * A thin layer over the C++ API of spool/spool.h, with the same durability contract: every
- * call that reports success has made its change durable (SPEC §2). See docs/integration.md
- * for a walk-through and a complete example.
+ * call that reports success has made its change durable (docs/durability.md, "The
+ * contract"). See docs/integration.md for a walk-through and a complete example.
  *
  * Conventions.
- * - Every int function returns 0 on success and -1 on failure. On failure, if `err` is not
- *   NULL, *err holds the SMTP reply the front-end gives (SPEC §3: 452 4.3.1 for a full
- *   disk, 451 4.3.5 for a permission or read-only fault, 451 4.3.0 for an I/O error or
- *   corruption, 451 4.4.5 for overload, 421 4.3.2 when the spool is not serving, 552 5.3.4
- *   for a message over the size limit, 501 5.5.4 for bad arguments). On success *err is
+ * - Every int function with a spool_reply_t* err returns 0 on success and -1 on failure.
+ *   On failure, if `err` is not NULL, *err holds the SMTP reply the front-end gives
+ *   (docs/errors.md, "The reply table": 452 4.3.1 for a full disk, 451 4.3.5 for a
+ *   permission or read-only fault, 451 4.3.0 for an I/O error, corruption or an unknown
+ *   id, 451 4.4.5 for overload, 421 4.3.2 when the spool is not serving, 552 5.3.4 for a
+ *   message over the size limit, 501 5.5.4 for bad arguments). On success *err is
  *   {0, "", ""}. Functions returning a pointer return NULL on failure, with *err filled.
- *   `err` may always be NULL.
+ *   `err` may always be NULL. spool_last_error_code() tells the failures apart further.
+ * - The contract of each call (what it does, when it blocks) is that of the C++ call it
+ *   names or mirrors in spool/spool.h.
  * - Reply texts never contain paths or errno names. The operator's explanation of the last
  *   failure ("storage_full: write /spool/0/seg-000003: No space left on device (ENOSPC)")
  *   is spool_last_error_detail(), per thread, for the MTA's log.
  * - Bad arguments (a NULL pointer where an object is required, a malformed id, no
  *   recipients, an output buffer too small for an id) fail with -1 and a 501 5.5.4 reply;
  *   they never crash and never store anything.
+ * - No C++ exception crosses into C: an allocation failure inside a call is a -1 with
+ *   451 4.3.0 (SPOOL_CODE_INTERNAL).
  * - Strings are NUL-terminated UTF-8 or any bytes but NUL. Memory the library hands out is
  *   freed with the function named at the call (spool_free unless stated otherwise).
  *
@@ -33,7 +38,8 @@
  *   header on the same spool_t except spool_close.
  * - A spool_writer_t (a streamed body) is used by one thread at a time.
  * - spool_options_t is not thread-safe; it is only read during spool_open_with_options.
- * - The log callback (spool_set_log_callback) runs on spool threads.
+ * - The log callback (spool_set_log_callback) runs on whichever thread logs: a spool
+ *   thread, or the caller's own inside a spool_* call; one call at a time.
  */
 
 #ifndef SPOOL_C_H_
@@ -46,7 +52,7 @@
 extern "C" {
 #endif
 
-/* ---- The minimum of SPEC §5 -------------------------------------------------------------- */
+/* ---- Open, enqueue, read, remove: the core calls ------------------------------------------- */
 
 typedef struct spool_t spool_t;
 typedef struct {
@@ -61,17 +67,19 @@ typedef struct {
 #define SPOOL_ID_SIZE (SPOOL_ID_LEN + 1)
 
 /* Opens (creating if missing) the spool over `dirs`, comma-separated shard directories,
- * with default options. Returns NULL on failure: 421 4.3.2 for a directory that is not a
- * spool, written by a newer format version, or held by another process (the holder is
- * named in spool_last_error_detail()); 501 for an empty or malformed `dirs`.
- * Close with spool_close. */
+ * with default options (Spool::Open). Returns NULL on failure: 421 4.3.2 for a directory
+ * that is not a spool, written by a newer format version, or held by another process (the
+ * holder is named in spool_last_error_detail()); 501 for an empty or malformed `dirs`;
+ * 452, 451 4.3.5 or 451 4.3.0 when the file system fails. Close with spool_close.
+ * Thread-safe (opening different spools concurrently). */
 spool_t* spool_open(const char* dirs, spool_reply_t* err);
 
-/* Runs the callbacks of every asynchronous enqueue still in flight (on the calling thread,
- * once each: they see the real outcome), aborts writers not yet committed (their later
- * spool_append/spool_commit fail, spool_abort only frees them), flushes the index and
- * releases the locks. NULL is ignored.
- * REQUIRES: no other call on `s` is running or follows. */
+/* Aborts writers not yet committed (their later spool_append/spool_commit fail with 421,
+ * spool_abort only frees them), waits for the asynchronous enqueues in flight, runs every
+ * callback not yet run on the calling thread (once each, with the real outcome), flushes
+ * the index, releases the locks and frees `s`. NULL is ignored.
+ * REQUIRES: no other call on `s` or on one of its writers is running; afterwards only
+ * spool_append, spool_commit and spool_abort of its writers may follow. */
 void spool_close(spool_t* s);
 
 /* Stores a message (queue "default", no metadata) and writes its id, NUL-terminated, to
@@ -91,8 +99,9 @@ int spool_enqueue(spool_t* s, const char* sender, const char* const* recipients,
 int spool_read_body(spool_t* s, const char* id, void** body_out, size_t* len_out,
                     spool_reply_t* err);
 
-/* Removes message `id` for good (delivered, bounced or deleted); durable on return.
- * Thread-safe. */
+/* Removes message `id` for good (delivered, bounced or deleted); durable on return: it
+ * never comes back after a crash (Spool::Remove). An unknown or already removed id fails
+ * with 451 4.3.0 and SPOOL_CODE_NOT_FOUND. Thread-safe; blocks for one group commit. */
 int spool_remove(spool_t* s, const char* id, spool_reply_t* err);
 
 /* Frees memory handed out by this library (bodies, texts). NULL is ignored. */
@@ -196,12 +205,13 @@ int spool_enqueue_envelope(spool_t* s, const spool_envelope_t* envelope, const v
  * the call. Runs on the thread that calls spool_run_completions (or spool_close). */
 typedef void (*spool_enqueue_cb)(void* arg, int rc, const char* id, const spool_reply_t* reply);
 
-/* Starts storing a message and returns at once; the envelope and body may be released when
- * it returns. Returns 0 when the callback will run exactly once (with the outcome, failures
- * such as 452 included), from spool_run_completions or at the latest from spool_close.
- * Returns -1 without ever calling `cb` only when the call itself is malformed (s, envelope,
- * cb or a required pointer NULL). Thread-safe; never blocks on the disk (it may wait for
- * room in the commit queue, up to async_commit_wait_ms, under overload). */
+/* Starts storing a message (Spool::EnqueueAsync) and returns at once; the envelope and body
+ * may be released when it returns. Returns 0 when the callback will run exactly once (with
+ * the outcome, failures such as 452 and a malformed envelope's 501 included), from
+ * spool_run_completions or at the latest from spool_close. Returns -1 without ever calling
+ * `cb` only when the call itself is malformed (s, envelope or cb NULL, or body NULL with
+ * body_len > 0) or memory runs out. Thread-safe; does not wait for the disk (it may wait
+ * for room in the commit queue, up to async_commit_wait_ms, under overload). */
 int spool_enqueue_async(spool_t* s, const spool_envelope_t* envelope, const void* body,
                         size_t body_len, spool_enqueue_cb cb, void* arg, spool_reply_t* err);
 
@@ -222,11 +232,14 @@ size_t spool_run_completions(spool_t* s);
  * Nothing is visible until spool_commit succeeds. Used by one thread at a time. */
 typedef struct spool_writer_t spool_writer_t;
 
-/* Starts a message. NULL on failure (bad envelope 501, the spool refusing: 452/451/421).
- * End it with spool_commit or spool_abort (both free it). Thread-safe. */
+/* Starts a message (Spool::BeginMessage). NULL on failure (bad envelope 501, the spool
+ * refusing: 452/451/421). End it with spool_commit or spool_abort (both free it).
+ * Thread-safe. */
 spool_writer_t* spool_begin(spool_t* s, const spool_envelope_t* envelope, spool_reply_t* err);
-/* Adds the next piece. Past max_message_size: 552 5.3.4. After a failure the message
- * cannot be committed; call spool_abort. */
+/* Adds the next piece (BodyWriter::Append: full chunks are written durably as they fill,
+ * blocking for their writes). Past max_message_size: 552 5.3.4; the disk filling or
+ * failing meanwhile: its reply. After a failure the message cannot be committed; call
+ * spool_abort. */
 int spool_append(spool_writer_t* w, const void* data, size_t len, spool_reply_t* err);
 /* Makes the message durable and visible and writes its id to id_out (REQUIRES:
  * id_out_len >= SPOOL_ID_SIZE, else 501 and the message is discarded). Frees `w`,
@@ -285,13 +298,16 @@ typedef struct {
 
 /* Records a delivery attempt atomically: the recipients' new statuses (n_results may be 0,
  * results then may be NULL), the next attempt time (unix ms, or SPOOL_NEXT_ATTEMPT_KEEP),
- * and one more attempt if count_attempt is non-zero. Durable on return. Thread-safe. */
+ * and one more attempt if count_attempt is non-zero. Durable on return. A recipient index
+ * out of range or a status that is not a SPOOL_RCPT_ value: 501. Thread-safe; blocks for
+ * one group commit. */
 int spool_record_attempt(spool_t* s, const char* id, const spool_rcpt_result_t* results,
                          size_t n_results, int64_t next_attempt_ms, int count_attempt,
                          spool_reply_t* err);
 /* Hold: never due until released. Release: queued and due now. Requeue: due now (released
- * if held). A corrupt message cannot be held (421 with SPOOL_CODE_FAILED_PRECONDITION).
- * Durable on return. Thread-safe. */
+ * if held). A corrupt message cannot be held, released or requeued (421 with
+ * SPOOL_CODE_FAILED_PRECONDITION). Durable on return. Thread-safe; blocks for one group
+ * commit. */
 int spool_hold(spool_t* s, const char* id, spool_reply_t* err);
 int spool_release(spool_t* s, const char* id, spool_reply_t* err);
 int spool_requeue(spool_t* s, const char* id, spool_reply_t* err);
@@ -307,14 +323,15 @@ typedef struct {
 int64_t spool_now_ms(void);
 
 /* The queued messages of `queue` (NULL: "default") whose next attempt is at or before
- * now_ms, earliest first: at most `capacity` ids into `ids`, their number into *n_out.
- * Thread-safe. */
+ * now_ms, earliest first: at most `capacity` ids into `ids`, their number into *n_out
+ * (capacity 0: nothing is read, *n_out is 0). Thread-safe. */
 int spool_scan_due(spool_t* s, const char* queue, int64_t now_ms, spool_id_t* ids, size_t capacity,
                    size_t* n_out, spool_reply_t* err);
 
-/* Calls `visit` for every message (the MTA's start-up load), in id order per shard; `info`
- * is valid only during the call. `visit` returns 0 to go on, anything else to stop (still
- * a success). `visit` must not call spool_close. Thread-safe. */
+/* Calls `visit` on the calling thread for every message (the MTA's start-up load), in id
+ * order per shard; `info` is valid only during the call. `visit` returns 0 to go on,
+ * anything else to stop (still a success). `visit` must not call spool_close.
+ * Thread-safe. */
 typedef int (*spool_visit_cb)(void* arg, const spool_message_info_t* info);
 int spool_foreach(spool_t* s, spool_visit_cb visit, void* arg, spool_reply_t* err);
 
@@ -335,6 +352,7 @@ typedef struct {
   size_t shards_failed; /* shards refusing; their causes are in the log */
 } spool_health_t;
 
+/* The spool's health (Spool::GetHealth). Cheap. Thread-safe. */
 int spool_get_health(spool_t* s, spool_health_t* out, spool_reply_t* err);
 
 /* As spool::Stats (spool/spool.h). */
@@ -364,6 +382,8 @@ typedef struct {
   uint64_t quarantined;    /* messages put in state SPOOL_STATE_CORRUPT */
 } spool_stats_t;
 
+/* The spool's statistics (Spool::GetStats: a statfs and an index seek per shard; the
+ * first call after opening waits for the count of every message). Thread-safe. */
 int spool_get_stats(spool_t* s, spool_stats_t* out, spool_reply_t* err);
 
 /* Statistics and health as text, for the MTA's own metrics endpoint (spool/metrics.h):
@@ -378,8 +398,11 @@ int spool_metrics(spool_t* s, int format, char** text_out, spool_reply_t* err);
 enum { SPOOL_LOG_DEBUG = 0, SPOOL_LOG_INFO = 1, SPOOL_LOG_WARNING = 2, SPOOL_LOG_ERROR = 3 };
 
 /* Routes the engine's operator log (faults, fallbacks, recoveries) to `fn`, process-wide;
- * NULL restores the default (stderr). `fn` runs on spool threads, concurrently: it must be
- * thread-safe and must not call this library. `message` is valid during the call. */
+ * NULL restores the default (stderr, SPOOL_LOG_LEVEL). `fn` receives every level and
+ * runs on whichever thread logs (a spool thread, or the caller's own inside a spool_*
+ * call), one call at a time; it must not call this library (spool/logging.h). `message`
+ * is valid during the call. Once this returns, the previous `fn` is no longer called.
+ * Thread-safe. */
 typedef void (*spool_log_cb)(void* arg, int level, const char* message);
 void spool_set_log_callback(spool_log_cb fn, void* arg);
 

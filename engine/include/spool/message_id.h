@@ -27,13 +27,18 @@ class MessageId {
   MessageId() = default;  // the invalid id (all zero)
   MessageId(uint64_t time, uint64_t tag) : time_(time), tag_(tag) {}
 
-  // Parses the canonical text form. kInvalidArgument for anything else.
+  // Parses the canonical text form: exactly kTextLength characters of [0-9A-Za-z] that
+  // name a valid id. Errors: kInvalidArgument for anything else (the invalid id too).
   static StatusOr<MessageId> Parse(std::string_view text);
 
+  // The canonical text form, kTextLength characters; Parse(ToString()) == *this for a
+  // valid id.
   std::string ToString() const;
+  // False only for the invalid id (time 0), which no spool hands out.
   bool valid() const { return time_ != 0; }
   uint64_t time() const { return time_; }
   uint64_t tag() const { return tag_; }
+  // The number of the shard that stores the message (its SPOOL marker's).
   uint32_t shard() const { return static_cast<uint32_t>(tag_ >> 48); }
   // Arrival time of the message in microseconds since the epoch (from the id).
   uint64_t micros() const { return time_; }

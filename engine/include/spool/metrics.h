@@ -12,8 +12,9 @@
 // are not valid UTF-8 (a sender or queue may hold any byte but NUL) become U+FFFD, as in
 // Go's encoding/json. Prometheus label values are escaped the same way (\\, \", \n).
 //
-// Thread-safety: pure functions over values, except CollectMetrics, which calls the
-// thread-safe Spool methods GetStats, GetHealth and ForEach.
+// Thread-safety: pure functions over values, except CollectMetrics (and the formatters
+// taking a Spool&), which call the thread-safe Spool methods GetStats, GetHealth and
+// ForEach on the calling thread and may be called from any thread.
 
 #ifndef SPOOL_METRICS_H_
 #define SPOOL_METRICS_H_
@@ -56,12 +57,13 @@ struct Metrics {
 struct MetricsOptions {
   // Count messages and bytes per queue and state. This visits every message (Spool::
   // ForEach): fine for an operator tool and for a scrape a minute of a spool of a few
-  // million messages. Off: totals only, from GetStats (constant time).
+  // million messages. Off: totals only, from GetStats (a statfs and an index seek per
+  // shard, whatever the number of messages; see Spool::GetStats).
   bool per_queue = true;
 };
 
-// Collects stats, health and (with options.per_queue) the per-queue counts of `spool`.
-// Errors: those of Spool::ForEach (an unreadable index).
+// Collects stats, health (for a writer) and, with options.per_queue, the per-queue counts
+// of `spool`. Errors: those of Spool::ForEach (an unreadable index), with per_queue only.
 StatusOr<Metrics> CollectMetrics(Spool& spool, const MetricsOptions& options = {});
 
 // Prometheus text exposition format, every family with # HELP and # TYPE:

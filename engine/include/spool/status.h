@@ -2,8 +2,9 @@
 // no exception crosses the public API.
 //
 // A Status carries a Code, which says what kind of failure it is and so which SMTP reply a
-// front-end gives (see spool/smtp_reply.h), and a message for the operator's log. The
-// message may name paths and errno values; it is never sent to an SMTP client.
+// front-end gives (spool/smtp_reply.h; the table with the causes of each class is in
+// docs/errors.md), and a message for the operator's log. The message may name paths and
+// errno values; it is never sent to an SMTP client.
 //
 // Thread-safety: Status and StatusOr are values; distinct objects may be used from
 // distinct threads, a single object is thread-compatible (const methods may be called
@@ -47,14 +48,16 @@ enum class Code : int {
   kInternal = 11,
 };
 
-// Returns a stable, lower-case name of `code` ("storage_full"), for logs and JSON.
+// Returns a stable, lower-case name of `code` ("storage_full"), for logs and JSON;
+// "unknown" for a value outside the enum.
 std::string_view CodeName(Code code);
 
 class [[nodiscard]] Status {
  public:
   // An OK status.
   Status() = default;
-  // REQUIRES: code != Code::kOk, or message is empty.
+  // A status of `code` with `message` (for the log) and the errno that caused it (0:
+  // none). With Code::kOk the result is OK and `message` and `sys_errno` are dropped.
   Status(Code code, std::string_view message, int sys_errno = 0);
 
   static Status Ok() { return Status(); }
@@ -66,15 +69,17 @@ class [[nodiscard]] Status {
   // The errno that caused this status, or 0.
   int sys_errno() const { return rep_ ? rep_->sys_errno : 0; }
 
-  // "storage_full: write /spool/0/seg-000001: No space left on device (ENOSPC)".
+  // "storage_full: write /spool/0/seg-000001: No space left on device (ENOSPC)"; "ok".
   std::string ToString() const;
 
-  // Returns a copy whose message is prefixed with `context` and ": ".
+  // Returns a copy whose message is prefixed with `context` and ": " (code and errno
+  // kept); an OK status unchanged.
   Status WithContext(std::string_view context) const;
 
   // Marks a status as deliberately ignored (a best-effort cleanup, say).
   void IgnoreError() const {}
 
+  // Equal codes and messages (the errno is not compared).
   friend bool operator==(const Status& a, const Status& b) {
     return a.code() == b.code() && a.message() == b.message();
   }
@@ -105,7 +110,8 @@ Status InternalError(std::string_view message);
 template <typename T>
 class [[nodiscard]] StatusOr {
  public:
-  // REQUIRES: !status.ok().
+  // REQUIRES: !status.ok(). An OK status is turned into a kInternal error, so that a
+  // StatusOr always holds a value or an error.
   StatusOr(Status status) : status_(std::move(status)) {  // NOLINT: implicit by design
     if (status_.ok()) status_ = InternalError("StatusOr constructed from an OK status");
   }
@@ -117,6 +123,7 @@ class [[nodiscard]] StatusOr {
       : value_(T(std::forward<U>(value))) {}  // NOLINT
 
   bool ok() const { return value_.has_value(); }
+  // The error, or OK when ok().
   const Status& status() const& { return status_; }
   Status status() && { return std::move(status_); }
 
