@@ -366,7 +366,8 @@ TEST_F(LogFaultTest, CrashAtEveryBatchBoundaryKeepsAcknowledgedRecords) {
   }
 }
 
-// SPEC §2.4: a single failed sync is survived by rewriting the batch in a fresh segment.
+// docs/durability.md, contract item 4: a single failed sync is survived by rewriting the
+// batch in a fresh segment.
 TEST_F(LogFaultTest, SyncFailureAtEveryPointIsRewrittenNeverAcknowledgedEarly) {
   for (uint64_t n = 1; n <= 8; ++n) {
     SCOPED_TRACE("sync failure number " + std::to_string(n));
