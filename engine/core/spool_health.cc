@@ -204,7 +204,7 @@ void SpoolImpl::CountEntriesOnce(Shard& shard) {
     int64_t n = 0, body = 0, live = 0;
     more = false;
     Status s = shard.index->ForEach(
-        [&](const MessageId& id, const IndexEntry& e) {
+        [&](const MessageId& id, const IndexEntry& e) ABSL_EXCLUSIVE_LOCKS_REQUIRED(shard.hook_mu) {
           if (from && id == *from) return true;  // counted in the previous chunk
           if (n == kChunk) {
             more = true;
@@ -461,7 +461,10 @@ void SpoolImpl::QuarantineDamage(Shard& shard, const log::Damage& d) {
         })
         .IgnoreError();  // best effort; spool-fsck finds the rest
   }
-  for (const auto& [id, locations] : victims) {
+  for (const auto& victim : victims) {
+    // Not a structured binding: clang before 16 cannot capture one in a lambda.
+    const MessageId& id = victim.first;
+    const std::vector<log::Location>& locations = victim.second;
     // Read the damaged records once more, the way a delivery would: damage that does not
     // repeat was on the read path, not on the disk.
     const bool confirmed = std::any_of(locations.begin(), locations.end(), [&](const auto& loc) {
