@@ -15,6 +15,24 @@
 #include "util/futex.h"
 
 namespace spool::internal {
+namespace {
+
+// Validates an envelope for storing: kInvalidArgument with a clear reason.
+Status ValidateEnvelope(const Envelope& envelope) {
+  if (envelope.recipients.empty()) return InvalidArgumentError("a message needs a recipient");
+  for (size_t i = 0; i < envelope.recipients.size(); ++i) {
+    if (envelope.recipients[i].empty()) {
+      return InvalidArgumentError("recipient " + std::to_string(i) + " is empty");
+    }
+  }
+  if (envelope.queue.empty()) return InvalidArgumentError("the queue name is empty");
+  if (envelope.queue.find('\0') != std::string::npos) {
+    return InvalidArgumentError("the queue name contains a NUL byte");
+  }
+  return Status::Ok();
+}
+
+}  // namespace
 
 // ---- The durable hook ----------------------------------------------------------------------
 
@@ -153,7 +171,7 @@ StatusOr<MessageId> SpoolImpl::EnqueueInline(Shard& shard, const MessageInfo& in
 
 Status SpoolImpl::CheckNewMessage(const Envelope& envelope, uint64_t size) const {
   SPOOL_RETURN_IF_ERROR(WritableCheck());
-  SPOOL_RETURN_IF_ERROR(internal::ValidateEnvelope(envelope));
+  SPOOL_RETURN_IF_ERROR(ValidateEnvelope(envelope));
   if (size > options_.max_message_size) {
     return TooBigError("message of " + std::to_string(size) + " bytes over the limit of " +
                        std::to_string(options_.max_message_size));
@@ -221,7 +239,7 @@ void SpoolImpl::BigEnqueueLoop() {
 
 StatusOr<std::unique_ptr<BodyWriter>> SpoolImpl::BeginMessage(const Envelope& envelope) {
   SPOOL_RETURN_IF_ERROR(WritableCheck());
-  SPOOL_RETURN_IF_ERROR(internal::ValidateEnvelope(envelope));
+  SPOOL_RETURN_IF_ERROR(ValidateEnvelope(envelope));
   SPOOL_ASSIGN_OR_RETURN(Shard * shard, PickShard(0));
   return std::unique_ptr<BodyWriter>(
       new BodyWriterImpl(this, shard, NewMessage(envelope, 0, shard->number)));
