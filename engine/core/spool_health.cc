@@ -17,6 +17,7 @@
 #include "spool/logging.h"
 #include "spool/smtp_reply.h"
 #include "util/histogram.h"
+#include "util/sync_point.h"
 
 namespace spool::internal {
 
@@ -255,6 +256,7 @@ void SpoolImpl::MaintenanceLoop(Shard* shard) {
       }
       last_flush = now;
     }
+    SPOOL_SYNC_POINT("SpoolImpl::MaintenanceLoop:BeforeReclaim");
     // A few segments per round, so that reclamation keeps up with a busy writer.
     for (int i = 0; options_.reclaim && i < 8; ++i) {
       StatusOr<bool> reclaimed = ReclaimOldest(*shard);
@@ -263,6 +265,7 @@ void SpoolImpl::MaintenanceLoop(Shard* shard) {
       }
       if (!reclaimed.ok() || !*reclaimed) break;
     }
+    SPOOL_SYNC_POINT("SpoolImpl::MaintenanceLoop:AfterReclaim");
   }
 }
 
@@ -311,6 +314,7 @@ void SpoolImpl::Reprobe(Shard& shard) {
     }
   }
   if (probe.ok()) probe = CatchUpIndex(shard);
+  SPOOL_SYNC_POINT_CALLBACK("SpoolImpl::Reprobe:Probed", &probe);
   if (!probe.ok()) {
     if (probe.ToString() != shard.last_probe.ToString()) {
       Log(LogLevel::kWarning, shard.dir + ": re-probe: " + probe.ToString());

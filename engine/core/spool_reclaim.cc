@@ -16,6 +16,7 @@
 #include "core/spool_impl.h"
 #include "index/codec.h"
 #include "spool/logging.h"
+#include "util/sync_point.h"
 
 namespace spool::internal {
 namespace {
@@ -213,6 +214,7 @@ StatusOr<bool> SpoolImpl::RelocateGroup(Shard& shard, uint64_t oldest,
   std::sort(locks.begin(), locks.end());
   locks.erase(std::unique(locks.begin(), locks.end()), locks.end());
   StripeLocks held(locks);
+  SPOOL_SYNC_POINT_CALLBACK("SpoolImpl::RelocateGroup:StripesLocked", &group);
 
   // One append per message, in flight together (up to kRelocateBytesInFlight); each
   // callback runs after the durable hook has indexed its copy. The callbacks share the

@@ -10,10 +10,12 @@
 // "TestSuite::TestName:Place".
 //
 // In a test:
-//   ScopedSyncPoints sync_points;  // enables processing; Reset() when the scope ends
+//   std::unique_ptr<Spool> spool;   // declared first, so that it closes last
+//   ScopedSyncPoints sync_points;   // enables processing; Reset() when the scope ends
 //   SyncPoint::GetInstance()->LoadDependency({{"A", "B"}});  // B waits until A is passed
 //   SyncPoint::GetInstance()->SetCallBack("C", [&](void* arg) { ... });
-//   ... start the threads, pass the test's own points with SPOOL_SYNC_POINT ...
+//   ASSERT_OK_AND_ASSIGN(spool, Spool::Open(options));  // its threads start now
+//   ... pass the test's own points with SPOOL_SYNC_POINT ...
 //   EXPECT_TRUE(SyncPoint::GetInstance()->WaitUntilPassed("D", 1, absl::Seconds(20)));
 //
 // Cost. The points are compiled in only where SPOOL_SYNC_POINTS is defined: the CMake
@@ -135,7 +137,8 @@ class SyncPoint {
 
 // Enables processing for its lifetime, and resets the SyncPoint when it ends. Declare it
 // after the objects whose threads may wait at a point (a Spool), so that it ends before
-// they do and lets those threads go on.
+// they do and lets those threads go on; and before they start their threads, so that
+// those see processing enabled from their first point on.
 class ScopedSyncPoints {
  public:
   ScopedSyncPoints() { SyncPoint::GetInstance()->EnableProcessing(); }
