@@ -1,4 +1,4 @@
-// Failure handling (SPEC §3): latched faults re-probed and cleared without a restart, a
+// Failure handling (docs/errors.md): latched faults re-probed and cleared without a restart, a
 // failing index caught up from the log, faults on one shard leaving the others serving,
 // damage found by reads reported with the message id, and by the scrubber quarantined. Real
 // disk faults (tmpfs, ext4 remounted read-only, dropped privileges, FUSE) are in
@@ -15,14 +15,16 @@
 #include <mutex>
 #include <thread>
 
+#include "absl/time/time.h"
+#include "core/internal.h"
 #include "index/index.h"
 #include "io/fault_file_system.h"
-#include "core/internal.h"
 #include "spool/logging.h"
 #include "spool/smtp_reply.h"
 #include "spool/spool.h"
 #include "spool_test_util.h"
 #include "test_util.h"
+#include "util/sync_point.h"
 
 namespace spool {
 namespace {
@@ -37,6 +39,10 @@ Options TestOptions(const std::vector<std::string>& dirs) {
   o.reprobe_interval_ms = 50;
   return o;
 }
+
+// Bounds a wait for a background thread to reach a sync point: long enough for a loaded
+// machine, not a timing assertion (a test that passes waits far less).
+const absl::Duration kPatience = absl::Seconds(20);
 
 // Polls `ok` for up to 20 s (a bound on a background action, not a timing assertion).
 template <typename F>
@@ -69,8 +75,11 @@ class FailureTest : public ::testing::Test {
 };
 
 TEST_F(FailureTest, LatchedDiskFaultClearsByItselfOnceTheProbePasses) {
+  if (!SyncPoint::kCompiledIn) GTEST_SKIP() << "built without SPOOL_SYNC_POINTS";
   Options o = TestOptions({dir_.Sub("a")});
-  ASSERT_OK_AND_ASSIGN(auto spool, internal::OpenWithFileSystem(o, fs_.get()));
+  std::unique_ptr<Spool> spool;
+  ScopedSyncPoints sync_points;  // counts the re-probes
+  ASSERT_OK_AND_ASSIGN(spool, internal::OpenWithFileSystem(o, fs_.get()));
   std::map<MessageId, std::string> acked;
   for (int i = 0; i < 20; ++i) {
     std::string body = RandomBytes(i, 3000 + i);
@@ -93,9 +102,11 @@ TEST_F(FailureTest, LatchedDiskFaultClearsByItselfOnceTheProbePasses) {
   EXPECT_EQ(h.state, HealthState::kRefusing);
   ASSERT_EQ(h.shards.size(), 1u);
   EXPECT_FALSE(h.shards[0].status.ok());
-  // While the cause stays, re-probes fail and the shard keeps refusing.
+  // While the cause stays, re-probes fail and the shard keeps refusing. The second probe
+  // runs after the first one's outcome took effect (the shard's maintenance thread runs
+  // both).
   ASSERT_TRUE(Eventually([&] { return spool->GetStats().faults >= 1; }));
-  std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  ASSERT_TRUE(SyncPoint::GetInstance()->WaitUntilPassed("SpoolImpl::Reprobe:Probed", 2, kPatience));
   EXPECT_FALSE(spool->Admission(100).ok());
   EXPECT_EQ(spool->GetStats().recoveries, 0u);
   // Acknowledged mail stays readable on the broken disk.
@@ -303,6 +314,7 @@ TEST(IndexReopenTest, ReopenWhileReadersAndWritersRun) {
 // A batch built before a reopen delays it until the batch is gone, is refused while the
 // reopen waits for it, and the next batch works.
 TEST(IndexReopenTest, BatchBuiltBeforeAReopenIsRefused) {
+  if (!SyncPoint::kCompiledIn) GTEST_SKIP() << "built without SPOOL_SYNC_POINTS";
   TempDir dir;
   ASSERT_OK_AND_ASSIGN(std::unique_ptr<index::Index> idx,
                        index::Index::Open(dir.Sub("index"), /*read_only=*/false));
@@ -314,15 +326,18 @@ TEST(IndexReopenTest, BatchBuiltBeforeAReopenIsRefused) {
   std::optional<index::Index::Batch> stale;
   stale.emplace(*idx);
   stale->Put(e, nullptr);
+  ScopedSyncPoints sync_points;
   // The stale batch holds the old database: Reopen waits for it (at most 10 s). Written
   // meanwhile, it is refused (there is no open database), then let go.
   std::thread release([&] {
-    std::this_thread::sleep_for(std::chrono::milliseconds(200));
+    EXPECT_TRUE(
+        SyncPoint::GetInstance()->WaitUntilPassed("Index::Reopen:WaitForUsers", 1, kPatience));
     EXPECT_FALSE(idx->Write(*stale).ok());
     stale.reset();
   });
-  ASSERT_OK(idx->Reopen());
+  const Status reopened = idx->Reopen();
   release.join();
+  ASSERT_OK(reopened);
   index::Index::Batch fresh(*idx);
   fresh.Put(e, nullptr);
   ASSERT_OK(idx->Write(fresh));

@@ -10,13 +10,16 @@
 #include <mutex>
 #include <random>
 #include <set>
+#include <span>
 #include <thread>
 
-#include "io/fault_file_system.h"
+#include "absl/time/time.h"
 #include "core/internal.h"
+#include "io/fault_file_system.h"
 #include "spool/smtp_reply.h"
 #include "spool_test_util.h"
 #include "test_util.h"
+#include "util/sync_point.h"
 
 namespace spool {
 namespace {
@@ -31,6 +34,10 @@ Options TestOptions(const std::vector<std::string>& dirs) {
   o.max_message_size = 8 << 20;
   return o;
 }
+
+// Bounds a wait for a background thread to reach a sync point: long enough for a loaded
+// machine, not a timing assertion (a test that passes waits far less).
+const absl::Duration kPatience = absl::Seconds(20);
 
 class SpoolTest : public ::testing::Test {
  protected:
@@ -584,20 +591,107 @@ TEST_F(SpoolTest, ReclamationRacesStateChangesAndRemovals) {
   check(*spool);
 }
 
+// The ordering that the garbage removals of the test above meet by chance, forced: a
+// RemoveAsync of a message whose stripe reclamation holds (copying its group forward) must
+// not wait for the stripe on the caller's thread, which may be an I/O worker that
+// reclamation itself waits for. It returns at once with the message hidden, the removal
+// waits on the spool's worker thread, and it holds once answered.
+TEST_F(SpoolTest, RemoveAsyncNeverWaitsForAStripeThatReclamationHolds) {
+  if (!SyncPoint::kCompiledIn) GTEST_SKIP() << "built without SPOOL_SYNC_POINTS";
+  std::unique_ptr<Spool> spool;
+  ScopedSyncPoints sync_points;
+  SyncPoint* sync = SyncPoint::GetInstance();
+  // Reclamation starts once the messages are written (a removal of the test's own would
+  // otherwise meet a held stripe too), and holds the stripes of the first group it copies
+  // until the test's RemoveAsync has returned.
+  sync->LoadDependency(
+      {{"SpoolTest::RemoveAsyncBusyStripe:Written", "SpoolImpl::MaintenanceLoop:BeforeReclaim"}});
+  std::mutex mu;
+  std::vector<MessageId> group;  // guarded by mu
+  sync->SetCallBack("SpoolImpl::RelocateGroup:StripesLocked", [&](void* arg) {
+    {
+      std::lock_guard<std::mutex> l(mu);
+      if (!group.empty()) return;
+      const auto* ids = static_cast<std::span<const MessageId>*>(arg);
+      group.assign(ids->begin(), ids->end());
+    }
+    SPOOL_SYNC_POINT("SpoolTest::RemoveAsyncBusyStripe:StripesHeld");
+    EXPECT_TRUE(
+        sync->WaitUntilPassed("SpoolTest::RemoveAsyncBusyStripe:RemoveReturned", 1, kPatience));
+  });
+  ASSERT_OK_AND_ASSIGN(spool, Spool::Open(options_));
+  // A quarter of about 4 MiB stays: the oldest segments are mostly garbage, with messages
+  // to copy.
+  std::map<MessageId, std::string> live;
+  for (int i = 0; i < 1000; ++i) {
+    std::string body = RandomBytes(i, 4000);
+    ASSERT_OK_AND_ASSIGN(MessageId id, spool->Enqueue(MakeEnvelope(), body));
+    if (i % 4 == 0) {
+      live[id] = body;
+    } else {
+      ASSERT_OK(spool->Remove(id));
+    }
+  }
+  SPOOL_SYNC_POINT("SpoolTest::RemoveAsyncBusyStripe:Written");
+  ASSERT_TRUE(sync->WaitUntilPassed("SpoolTest::RemoveAsyncBusyStripe:StripesHeld", 1, kPatience));
+  MessageId victim;
+  {
+    std::lock_guard<std::mutex> l(mu);
+    victim = group.front();
+  }
+  ASSERT_EQ(live.count(victim), 1u);
+  Status removal = InternalError("not answered");
+  std::thread remover([&] {
+    spool->RemoveAsync(victim, [&](const Status& s) {
+      removal = s;
+      SPOOL_SYNC_POINT("SpoolTest::RemoveAsyncBusyStripe:Answered");
+    });
+    SPOOL_SYNC_POINT("SpoolTest::RemoveAsyncBusyStripe:RemoveReturned");
+  });
+  // Had RemoveAsync waited for the stripe, it would not return until reclamation gave up
+  // waiting for it.
+  EXPECT_TRUE(sync->WaitUntilPassed("SpoolTest::RemoveAsyncBusyStripe:RemoveReturned", 1,
+                                    absl::Seconds(10)));
+  EXPECT_EQ(spool->Get(victim).status().code(), Code::kNotFound);
+  remover.join();
+  ASSERT_TRUE(sync->WaitUntilPassed("SpoolTest::RemoveAsyncBusyStripe:Answered", 1, kPatience));
+  ASSERT_OK(removal);
+  live.erase(victim);
+  internal::CloseAsIfCrashed(std::move(spool));
+  ASSERT_OK_AND_ASSIGN(spool, Spool::Open(options_));
+  EXPECT_EQ(spool->Get(victim).status().code(), Code::kNotFound);
+  size_t count = 0;
+  ASSERT_OK(spool->ForEach([&](const MessageInfo&) { return ++count, true; }));
+  EXPECT_EQ(count, live.size());
+  for (const auto& [id, body] : live) {
+    ASSERT_OK_AND_ASSIGN(std::string got, spool->ReadBody(id));
+    EXPECT_EQ(got, body);
+  }
+}
+
 // Regression (found by the kill -9 torture): reclamation recycled a segment holding the
 // chunks of a streamed message not yet committed, since the index did not know them.
 TEST_F(SpoolTest, ReclamationLeavesChunksOfUncommittedMessagesAlone) {
-  ASSERT_OK_AND_ASSIGN(auto spool, Spool::Open(options_));
+  if (!SyncPoint::kCompiledIn) GTEST_SKIP() << "built without SPOOL_SYNC_POINTS";
+  std::unique_ptr<Spool> spool;
+  ScopedSyncPoints sync_points;
+  SyncPoint* sync = SyncPoint::GetInstance();
+  // Reclamation waits until the garbage is written: its first round then finds the chunks'
+  // segment the oldest, sealed and all garbage for the index.
+  sync->LoadDependency({{"SpoolTest::UncommittedChunks:GarbageWritten",
+                         "SpoolImpl::MaintenanceLoop:BeforeReclaim"}});
+  ASSERT_OK_AND_ASSIGN(spool, Spool::Open(options_));
   const std::string body = RandomBytes(3, 600000);  // chunked with 1 MiB segments
   ASSERT_OK_AND_ASSIGN(auto writer, spool->BeginMessage(MakeEnvelope()));
   ASSERT_OK(writer->Append(std::string_view(body).substr(0, 500000)));
-  // Fill several segments with garbage so that the chunks' segment becomes the oldest
-  // and mostly garbage, and give the reclaimer time.
+  // Fill several segments with garbage so that the chunks' segment becomes the oldest.
   for (int i = 0; i < 900; ++i) {
     ASSERT_OK_AND_ASSIGN(MessageId id, spool->Enqueue(MakeEnvelope(), RandomBytes(i, 5000)));
     ASSERT_OK(spool->Remove(id));
   }
-  std::this_thread::sleep_for(std::chrono::milliseconds(600));
+  SPOOL_SYNC_POINT("SpoolTest::UncommittedChunks:GarbageWritten");
+  // A round of reclamation has judged the chunks' segment before the message goes on.
+  ASSERT_TRUE(sync->WaitUntilPassed("SpoolImpl::MaintenanceLoop:AfterReclaim", 1, kPatience));
   ASSERT_OK(writer->Append(std::string_view(body).substr(500000)));
   ASSERT_OK_AND_ASSIGN(MessageId id, writer->Commit());
   ASSERT_OK_AND_ASSIGN(std::string got, spool->ReadBody(id));

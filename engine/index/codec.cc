@@ -215,18 +215,4 @@ MessageId IdFromKey(std::string_view key) {
   return MessageId(GetFixed64BE(key.data()), GetFixed64BE(key.data() + 8));
 }
 
-Status ValidateEnvelope(const Envelope& envelope) {
-  if (envelope.recipients.empty()) return InvalidArgumentError("a message needs a recipient");
-  for (size_t i = 0; i < envelope.recipients.size(); ++i) {
-    if (envelope.recipients[i].empty()) {
-      return InvalidArgumentError("recipient " + std::to_string(i) + " is empty");
-    }
-  }
-  if (envelope.queue.empty()) return InvalidArgumentError("the queue name is empty");
-  if (envelope.queue.find('\0') != std::string::npos) {
-    return InvalidArgumentError("the queue name contains a NUL byte");
-  }
-  return Status::Ok();
-}
-
 }  // namespace spool::internal

@@ -64,9 +64,6 @@ Status DecodeIndexEntry(std::string_view in, IndexEntry* entry);
 std::string IdKey(const MessageId& id);
 MessageId IdFromKey(std::string_view key);
 
-// Validates an envelope for storing: kInvalidArgument with a clear reason.
-Status ValidateEnvelope(const Envelope& envelope);
-
 }  // namespace spool::internal
 
 #endif  // SPOOL_INDEX_CODEC_H_

@@ -16,6 +16,7 @@
 #include <thread>
 
 #include "spool/logging.h"
+#include "util/sync_point.h"
 #include "util/tsan.h"
 
 namespace spool::index {
@@ -224,6 +225,7 @@ Status Index::Reopen() {
   // RocksDB allows one open instance of a directory: wait for the users of the old one (a
   // scan in progress) to let go.
   for (int waited_ms = 0; old != nullptr && old.use_count() > 1; ++waited_ms) {
+    SPOOL_SYNC_POINT("Index::Reopen:WaitForUsers");
     if (waited_ms == 10000) {
       MutexLock l(&db_mu_);
       db_ = std::move(old);
