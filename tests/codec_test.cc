@@ -188,6 +188,17 @@ TEST(VarintTest, MoreThanTenBytesFail) {
   EXPECT_FALSE(GetVarint(&in, &got));
 }
 
+TEST(VarintTest, ValueBeyondSixtyFourBitsFails) {
+  // Ten bytes whose last one carries bits past bit 63.
+  for (const char last : {'\x02', '\x7f'}) {
+    std::string enc(kMaxVarintBytes - 1, '\xff');
+    enc.push_back(last);
+    std::string_view in(enc);
+    uint64_t got;
+    EXPECT_FALSE(GetVarint(&in, &got)) << "last byte " << int(last) << " decoded as " << got;
+  }
+}
+
 TEST(VarintTest, RedundantZeroGroupsDecode) {
   // Not what PutVarint writes, but within ten bytes it names one value.
   const std::string enc("\x81\x80\x00", 3);
