@@ -280,6 +280,16 @@ TEST_F(IndexTest, ScanDueReturnsDueQueuedEntriesOfTheQueueEarliestFirst) {
   EXPECT_TRUE(Due(*index, "none", 500).empty());
 }
 
+TEST_F(IndexTest, ScanDueAtTheEndsOfTime) {
+  std::unique_ptr<Index> index = Open();
+  const std::vector<IndexEntry> entries = {Entry(1, "q", kI64Min), Entry(2, "q", 0),
+                                           Entry(3, "q", kI64Max)};
+  ASSERT_OK(PutAll(*index, entries));
+  EXPECT_EQ(Due(*index, "q", kI64Min), std::vector<MessageId>{entries[0].info.id});
+  EXPECT_EQ(Due(*index, "q", kI64Max),
+            (std::vector<MessageId>{entries[0].info.id, entries[1].info.id, entries[2].info.id}));
+}
+
 TEST_F(IndexTest, ScheduleFollowsStateChangesAndRemoval) {
   std::unique_ptr<Index> index = Open();
   const IndexEntry queued = Entry(1, "q", 100);
