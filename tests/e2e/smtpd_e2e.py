@@ -47,9 +47,10 @@ TIMEOUT = 30
 class Smtpd:
     """A spool-smtpd process on 127.0.0.1, port chosen by the server."""
 
-    def __init__(self, spool, *extra, env=None):
+    def __init__(self, spool, *extra, env=None, wrapper=None):
         self.spool = spool
         self.extra = list(extra)
+        self.wrapper = list(wrapper or [])  # a command that execs the server (prlimit)
         self.env = dict(os.environ, **(env or {}))
         self.proc = None
         self.port = None
@@ -60,7 +61,7 @@ class Smtpd:
         self.log_path = tempfile.mktemp(prefix="smtpd-e2e-log-")
         self.log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(
-            [SMTPD, "--spool", self.spool, "--listen", "127.0.0.1:0", *self.extra],
+            [*self.wrapper, SMTPD, "--spool", self.spool, "--listen", "127.0.0.1:0", *self.extra],
             stdout=subprocess.PIPE, stderr=self.log, env=self.env)
         line = self.proc.stdout.readline().decode()
         m = re.match(r"spool-smtpd: listening on 127\.0\.0\.1:(\d+)", line)

@@ -223,8 +223,54 @@ Server::~Server() {
   if (epoll_fd_ >= 0) close(epoll_fd_);
 }
 
-StatusOr<std::unique_ptr<Server>> Server::Create(Spool* spool, const ServerOptions& options) {
-  if (options.listen.empty()) return InvalidArgumentError("no address to listen on");
+Listeners::~Listeners() {
+  for (int fd : fds_) close(fd);
+}
+
+Listeners& Listeners::operator=(Listeners&& other) noexcept {
+  std::swap(fds_, other.fds_);
+  std::swap(bound_, other.bound_);
+  return *this;
+}
+
+StatusOr<Listeners> Listeners::Bind(const std::vector<std::string>& addresses) {
+  if (addresses.empty()) return InvalidArgumentError("no address to listen on");
+  Listeners out;
+  for (const std::string& text : addresses) {
+    std::string host, port;
+    if (!SplitHostPort(text, &host, &port)) {
+      return InvalidArgumentError("--listen " + text + ": expected HOST:PORT");
+    }
+    addrinfo hints{};
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
+    addrinfo* res = nullptr;
+    if (int rc = getaddrinfo(host.c_str(), port.c_str(), &hints, &res); rc != 0) {
+      return InvalidArgumentError("--listen " + text + ": " + gai_strerror(rc));
+    }
+    std::unique_ptr<addrinfo, decltype(&freeaddrinfo)> own(res, freeaddrinfo);
+    const int fd = socket(res->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0) return InternalError("socket: " + ErrnoText(errno));
+    out.fds_.push_back(fd);
+    const int one = 1;
+    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    if (bind(fd, res->ai_addr, res->ai_addrlen) != 0) {
+      return FailedPreconditionError("--listen " + text + ": bind: " + ErrnoText(errno));
+    }
+    if (listen(fd, SOMAXCONN) != 0) {
+      return FailedPreconditionError("--listen " + text + ": listen: " + ErrnoText(errno));
+    }
+    sockaddr_storage bound{};
+    socklen_t len = sizeof(bound);
+    getsockname(fd, reinterpret_cast<sockaddr*>(&bound), &len);
+    out.bound_.push_back(AddressText(bound));
+  }
+  return out;
+}
+
+StatusOr<std::unique_ptr<Server>> Server::Create(Spool* spool, const ServerOptions& options,
+                                                 Listeners listeners) {
   if (options.stream_chunk_size < kMinStreamChunk) {
     return InvalidArgumentError("the stream chunk size must be at least " +
                                 std::to_string(kMinStreamChunk));
@@ -248,48 +294,16 @@ StatusOr<std::unique_ptr<Server>> Server::Create(Spool* spool, const ServerOptio
   if (epoll_ctl(server->epoll_fd_, EPOLL_CTL_ADD, server->wake_fd_, &ev) != 0) {
     return InternalError("epoll_ctl: " + ErrnoText(errno));
   }
-  SPOOL_RETURN_IF_ERROR(server->Listen());
-  return server;
-}
-
-Status Server::Listen() {
-  for (const std::string& text : options_.listen) {
-    std::string host, port;
-    if (!SplitHostPort(text, &host, &port)) {
-      return InvalidArgumentError("--listen " + text + ": expected HOST:PORT");
-    }
-    addrinfo hints{};
-    hints.ai_family = AF_UNSPEC;
-    hints.ai_socktype = SOCK_STREAM;
-    hints.ai_flags = AI_PASSIVE | AI_NUMERICSERV;
-    addrinfo* res = nullptr;
-    if (int rc = getaddrinfo(host.c_str(), port.c_str(), &hints, &res); rc != 0) {
-      return InvalidArgumentError("--listen " + text + ": " + gai_strerror(rc));
-    }
-    std::unique_ptr<addrinfo, decltype(&freeaddrinfo)> own(res, freeaddrinfo);
-    const int fd = socket(res->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (fd < 0) return InternalError("socket: " + ErrnoText(errno));
-    listen_fds_.push_back(fd);
-    const int one = 1;
-    setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-    if (bind(fd, res->ai_addr, res->ai_addrlen) != 0) {
-      return FailedPreconditionError("--listen " + text + ": bind: " + ErrnoText(errno));
-    }
-    if (listen(fd, SOMAXCONN) != 0) {
-      return FailedPreconditionError("--listen " + text + ": listen: " + ErrnoText(errno));
-    }
-    sockaddr_storage bound{};
-    socklen_t len = sizeof(bound);
-    getsockname(fd, reinterpret_cast<sockaddr*>(&bound), &len);
-    bound_.push_back(AddressText(bound));
-    epoll_event ev{};
+  server->bound_ = listeners.addresses();
+  server->listen_fds_ = std::exchange(listeners.fds_, {});
+  for (size_t i = 0; i < server->listen_fds_.size(); ++i) {
     ev.events = EPOLLIN;
-    ev.data.u64 = kFirstListenToken + (listen_fds_.size() - 1);
-    if (epoll_ctl(epoll_fd_, EPOLL_CTL_ADD, fd, &ev) != 0) {
+    ev.data.u64 = kFirstListenToken + i;
+    if (epoll_ctl(server->epoll_fd_, EPOLL_CTL_ADD, server->listen_fds_[i], &ev) != 0) {
       return InternalError("epoll_ctl: " + ErrnoText(errno));
     }
   }
-  return Status::Ok();
+  return server;
 }
 
 void Server::RequestStop() {

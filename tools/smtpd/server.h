@@ -31,6 +31,7 @@
 #include <memory>
 #include <string>
 #include <unordered_map>
+#include <utility>
 #include <vector>
 
 #include "absl/base/thread_annotations.h"
@@ -107,11 +108,33 @@ inline constexpr size_t kMaxStreamChunk = 4 << 20;
 // The longest HELO/EHLO argument kept in the metadata.
 inline constexpr size_t kMaxHeloInMetadata = 100;
 
+// Sockets bound and listening, before the server that serves them (and its spool) exists,
+// so that a process can bind as root, give up root, then open its spool as the user that
+// owns it. Closes them unless a Server took them. Thread-compatible.
+class Listeners {
+ public:
+  // Binds and listens on every address of `addresses` (ServerOptions::listen).
+  static StatusOr<Listeners> Bind(const std::vector<std::string>& addresses);
+  Listeners() = default;
+  Listeners(Listeners&& other) noexcept { *this = std::move(other); }
+  Listeners& operator=(Listeners&& other) noexcept;
+  ~Listeners();
+
+  // The bound addresses, "127.0.0.1:2525" or "[::1]:2525", in the order given.
+  const std::vector<std::string>& addresses() const { return bound_; }
+
+ private:
+  friend class Server;
+  std::vector<int> fds_;
+  std::vector<std::string> bound_;
+};
+
 class Server {
  public:
-  // Binds and listens on every address of options.listen. `spool` must outlive the
+  // Serves `listeners` (Listeners::Bind(options.listen)). `spool` must outlive the
   // server; its options().max_message_size is the SIZE advertised and enforced.
-  static StatusOr<std::unique_ptr<Server>> Create(Spool* spool, const ServerOptions& options);
+  static StatusOr<std::unique_ptr<Server>> Create(Spool* spool, const ServerOptions& options,
+                                                  Listeners listeners);
   ~Server();
 
   Server(const Server&) = delete;
@@ -152,7 +175,6 @@ class Server {
   };
 
   Server(Spool* spool, const ServerOptions& options);
-  Status Listen();
   void Accept(int listen_fd);
   // Whether a connection from `host` may be served now; counts it if so.
   bool AdmitClient(const std::string& host, int64_t now_ms);

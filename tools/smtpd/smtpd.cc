@@ -13,6 +13,7 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
+#include <filesystem>
 #include <limits>
 #include <memory>
 #include <optional>
@@ -266,11 +267,14 @@ int GiveToOwner(const char* path, const struct stat* st, int /*type*/, FTW* /*ft
   return 0;
 }
 
-// Gives every file and directory under the spool's directories to `run_as`, so that the
-// spool stays writable after the switch (new segments, index files, the lock).
+// Gives every file and directory under the spool's directories to `run_as` (creating
+// the directories if missing), so that the user can open the spool and write to it.
 std::string GiveSpoolTo(const std::vector<std::string>& dirs, const RunAs& run_as) {
   walk_owner = run_as;
   for (const std::string& dir : dirs) {
+    std::error_code error;
+    std::filesystem::create_directories(dir, error);
+    if (error) return "cannot create " + dir + ": " + error.message();
     walk_errno = 0;
     if (nftw(dir.c_str(), GiveToOwner, kWalkDescriptors, FTW_PHYS) != 0) {
       return "cannot give " + dir + " to " + run_as.user + ": " +
@@ -380,24 +384,19 @@ int SmtpdMain(int argc, char** argv) {
   signal(SIGPIPE, SIG_IGN);
   RaiseDescriptorLimit(settings.server.max_connections);
 
-  options.lock_holder = "spool-smtpd pid " + std::to_string(getpid());
-  StatusOr<std::unique_ptr<Spool>> spool = Spool::Open(options);
-  if (!spool.ok()) {
-    PrintError("cannot open the spool: " + std::string(spool.status().message()));
-    return kExitCannotOpen;
+  // Bind first (a port under 1024 needs root), then give up root, then open the spool as
+  // its owner: every file the spool creates from then on, from any of its threads, is
+  // the user's (docs/smtpd.md, "Privileges").
+  StatusOr<Listeners> listeners = Listeners::Bind(settings.server.listen);
+  if (!listeners.ok()) {
+    PrintError(std::string(listeners.status().message()));
+    return kExitFailed;
   }
   if (run_as) {
     if (std::string error = GiveSpoolTo(options.dirs, *run_as); !error.empty()) {
       PrintError(error);
       return kExitCannotOpen;
     }
-  }
-  StatusOr<std::unique_ptr<Server>> server = Server::Create(spool->get(), settings.server);
-  if (!server.ok()) {
-    PrintError(std::string(server.status().message()));
-    return kExitFailed;
-  }
-  if (run_as) {
     if (std::string error = SwitchTo(*run_as); !error.empty()) {
       PrintError("cannot run as " + run_as->user + ": " + error);
       return kExitFailed;
@@ -405,6 +404,19 @@ int SmtpdMain(int argc, char** argv) {
     Log(LogLevel::kInfo, "smtpd: running as " + run_as->user + " (uid " +
                              std::to_string(run_as->uid) + ", gid " + std::to_string(run_as->gid) +
                              ")");
+  }
+
+  options.lock_holder = "spool-smtpd pid " + std::to_string(getpid());
+  StatusOr<std::unique_ptr<Spool>> spool = Spool::Open(options);
+  if (!spool.ok()) {
+    PrintError("cannot open the spool: " + std::string(spool.status().message()));
+    return kExitCannotOpen;
+  }
+  StatusOr<std::unique_ptr<Server>> server =
+      Server::Create(spool->get(), settings.server, std::move(listeners).value());
+  if (!server.ok()) {
+    PrintError(std::string(server.status().message()));
+    return kExitFailed;
   }
   for (const std::string& address : (*server)->listen_addresses()) {
     std::printf("%s: listening on %s\n", std::string(kTool).c_str(), address.c_str());
