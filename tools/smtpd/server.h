@@ -91,8 +91,8 @@ struct ServerOptions {
   // is one record. REQUIRES: >= kMinStreamChunk.
   size_t stream_chunk_size = 128 << 10;
   // Bytes of DATA received and not yet durable, over all sessions. At or over it, DATA
-  // gets "452 4.3.1" and sessions in DATA stop reading (those holding at least
-  // stream_chunk_size / 8 bytes write them out first) until it drops.
+  // gets "452 4.3.1", and every session in DATA holding at least stream_chunk_size / 8
+  // bytes writes them out (reading nothing more until they are durable) until it drops.
   uint64_t max_pending_bytes = 64ull << 20;
   // Threads that write streamed DATA. REQUIRES: >= 1.
   int write_threads = 4;
@@ -182,8 +182,8 @@ class Server {
   void ProcessSession(Session& s, uint32_t events);
   void ReadInput(Session& s);
   void ProcessInput(Session& s);
-  // Decodes DATA from s.in at *pos; false when the session must wait (for input, a
-  // write, or the pending-bytes budget).
+  // Decodes DATA from s.in at *pos; false when the session must wait (for input or a
+  // write).
   bool ProcessData(Session& s, size_t* pos);
   void HandleLine(Session& s, std::string_view line);
   void HandleMail(Session& s, std::string_view arg);
@@ -215,8 +215,9 @@ class Server {
   bool OverBudget() const { return pending_bytes_ >= options_.max_pending_bytes; }
   // Frees `bytes` of the budget (the bytes are durable or dropped).
   void ReleasePending(size_t bytes);
-  // Lets the sessions that waited for the budget go on, while there is room.
-  void WakeBudgetWaiters();
+  // Over the budget: hands what sessions in DATA hold (a fraction of a chunk or more) to
+  // the write threads, so that the budget frees itself.
+  void RelieveBudget();
 
   Spool* const spool_;
   const ServerOptions options_;
@@ -233,7 +234,6 @@ class Server {
   uint64_t next_serial_;
   size_t work_in_flight_ = 0;  // commits and chunk writes not yet completed
   uint64_t pending_bytes_ = 0;
-  std::vector<uint64_t> budget_waiters_;
   bool listeners_enabled_ = true;
   bool draining_ = false;
   int64_t drain_deadline_ms_ = 0;

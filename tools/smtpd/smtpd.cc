@@ -66,7 +66,8 @@ Options:
   --max-recipients N          more RCPTs per message get 452 4.5.3 (default 1000); so does
                               a RCPT that would make the envelope larger than 60K
   --max-pending-bytes BYTES   DATA received and not yet durable, all sessions together; at
-                              it, DATA gets 452 4.3.1 and reading pauses (default 64M)
+                              it, DATA gets 452 4.3.1 and sessions in DATA write out what
+                              they hold before reading on (default 64M)
   --stream-chunk-size BYTES   DATA is held and written in pieces of this size; a smaller
                               message is one record (default 128K, at least 4K)
   --write-threads N           threads writing streamed DATA (default 4)
