@@ -334,7 +334,10 @@ Status Server::Run() {
     if (n < 0) {
       if (errno == EINTR) continue;
       const int err = errno;
-      writers_.reset();  // the writes in flight finish while the spool is still open
+      // The writes in flight finish, and no writer outlives this call: the spool may be
+      // closed before the server is destroyed.
+      writers_.reset();
+      for (auto& [serial, session] : sessions_) session->writer.reset();
       return InternalError("epoll_wait: " + ErrnoText(err));
     }
     for (int i = 0; i < n; ++i) {
