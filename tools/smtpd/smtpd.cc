@@ -54,8 +54,8 @@ Options:
   --spool DIR[,DIR...]        the spool's directories (created if missing)
   --listen HOST:PORT          address to listen on; IPv6 as [::1]:25; port 0 picks a free
                               one; may be given more than once
-  --user USER                 after binding and opening the spool, run as USER (and its
-                              group, or --group); the spool's files are given to them
+  --user USER                 after binding, run as USER (and its group, or --group): the
+                              spool's files are given to them, then the spool is opened
   --group GROUP               the group for --user (default: USER's primary group)
   --max-message-size BYTES    larger messages get 552 5.3.4 (default 64M); advertised by SIZE
   --max-connections N         more get 421 4.7.0 at connect (default 1000)
