@@ -310,6 +310,7 @@ class FloodTest(ServerTest):
     def test_connection_rate_per_address(self):
         port = self.server.port
         served, slowed = 0, 0
+        start = time.monotonic()
         for _ in range(30):
             c = connect_from("127.0.0.3", port)
             code, text = c.reply()
@@ -321,8 +322,10 @@ class FloodTest(ServerTest):
                 self.assertIn(b"slow down", text)
                 slowed += 1
             c.close()
+        # The bucket holds 20 and refills one every 3 s meanwhile.
+        refilled = int((time.monotonic() - start) / 3) + 1
         self.assertGreaterEqual(served, 20)
-        self.assertLessEqual(served, 22)  # the bucket refills a little meanwhile
+        self.assertLessEqual(served, 20 + refilled)
         self.assertEqual(served + slowed, 30)
         send_normal_message(self, port, "127.0.0.4")
 
@@ -409,7 +412,10 @@ class BareLineEndingTest(ServerTest):
 
 class EnvelopeTest(ServerTest):
     """An envelope too large for the spool's record is refused at RCPT (452), never with a
-    5xx after DATA; HELO text cannot add metadata fields."""
+    5xx after DATA; HELO text cannot add metadata fields. Small segments (1M: a write
+    batch of 256K), where 1000 recipients of 250 bytes do not fit one batch."""
+
+    server_args = ("--min-free-bytes", "1M", "--segment-size", "1M")
 
     def test_envelope_too_big_is_refused_at_rcpt(self):
         c = Conn(self.server.port)
@@ -417,7 +423,7 @@ class EnvelopeTest(ServerTest):
         c.cmd(b"EHLO env.example")
         self.assertEqual(c.cmd(b"MAIL FROM:<e@example.com>")[0], 250)
         accepted, refused = [], 0
-        for i in range(400):
+        for i in range(1000):
             rcpt = ("r%03d" % i) + "x" * 230 + "@example.org"
             code, text = c.cmd(b"RCPT TO:<%s>" % rcpt.encode())
             if code == 250:
@@ -428,7 +434,8 @@ class EnvelopeTest(ServerTest):
                 refused += 1
         self.assertGreater(len(accepted), 100)  # RFC 5321 asks for at least 100
         self.assertGreater(refused, 0)
-        body = b"Subject: many\r\n\r\n" + b"b" * 500000 + b"\r\n"
+        # One record with the envelope: the binary before this check answered 501 here.
+        body = b"Subject: many\r\n\r\n" + b"b" * 50000 + b"\r\n"
         self.assertEqual(c.cmd(b"DATA")[0], 354)
         c.send(dot_stuff(body))
         msg_id = queued_id(self, c.reply())
