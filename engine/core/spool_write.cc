@@ -279,8 +279,20 @@ Status BodyWriterImpl::Append(std::string_view piece) {
     return TooBigError("message over the limit of " + std::to_string(limit) + " bytes");
   }
   info_.size += piece.size();
-  pending_.append(piece);
   const size_t chunk = spool_->stream_chunk_size();
+  if (spool_->options().stream_write_through) {
+    for (size_t off = 0; off < piece.size(); off += chunk) {
+      const std::string_view part = piece.substr(off, chunk);
+      Status s = spool_->ChunkAdmission(*shard_, part.size());
+      if (s.ok()) s = WriteChunk(part);
+      if (!s.ok()) {
+        done_ = true;
+        return s;
+      }
+    }
+    return Status::Ok();
+  }
+  pending_.append(piece);
   size_t off = 0;
   while (pending_.size() - off >= chunk &&
          (info_.size > spool_->inline_limit() || !chunks_.empty())) {

@@ -14,12 +14,14 @@ struct Decoded {
   std::string body;
   bool done = false;
   size_t consumed = 0;  // bytes of the input up to and including the terminator
+  bool saw_bare = false;
 };
 
 // Feeds `input` in pieces of the given sizes (the rest in one piece), keeping unconsumed
 // bytes for the next piece as the server does.
-Decoded Decode(const std::string& input, const std::vector<size_t>& cuts = {}) {
-  DataDecoder decoder;
+Decoded Decode(const std::string& input, const std::vector<size_t>& cuts = {},
+               BareLineEndings bare = BareLineEndings::kKeep) {
+  DataDecoder decoder(bare);
   Decoded out;
   std::string pending;
   size_t offered = 0;
@@ -33,6 +35,7 @@ Decoded Decode(const std::string& input, const std::vector<size_t>& cuts = {}) {
     bool done = false;
     const size_t used = decoder.Feed(pending, &out.body, &done);
     out.consumed += used;
+    out.saw_bare = decoder.saw_bare_line_ending();
     pending.erase(0, used);
     if (done) {
       out.done = true;
@@ -69,6 +72,34 @@ TEST(DataDecoderTest, OnlyCrlfEndsLines) {
   const Decoded d = Decode(body + ".\r\n");
   EXPECT_TRUE(d.done);
   EXPECT_EQ(d.body, "a\n.\nb\r\n\nc\n.\r\nd\r.\re\r\n");
+}
+
+TEST(DataDecoderTest, BareLineEndingsAreNoticedAtEverySplit) {
+  const std::string clean = "a\r\n..b\r\n\r\nc\r\n.\r\n";
+  for (size_t a = 0; a <= clean.size(); ++a) {
+    EXPECT_FALSE(Decode(clean, {a}).saw_bare) << "cut at " << a;
+  }
+  for (const std::string bare :
+       {"a\nb\r\n.\r\n", "a\rb\r\n.\r\n", "a\r\r\n.\r\n", "\n.\r\n", "a\r\n.\n.\r\n", "x\r"}) {
+    for (size_t a = 0; a <= bare.size(); ++a) {
+      const std::string input = bare == "x\r" ? bare + "y\r\n.\r\n" : bare;
+      EXPECT_TRUE(Decode(input, {a}).saw_bare) << "cut at " << a << " of " << bare;
+    }
+  }
+}
+
+TEST(DataDecoderTest, NormalizeStoresEveryLineEndingAsCrlf) {
+  // The end of the data is still <CRLF>.<CRLF> only: "<LF>.<LF>" is stored as a line
+  // holding a dot, never taken for the end.
+  const std::string input = "a\n.\nb\r\nc\rd\r\r\n\n\r\n.\r\nNEXT";
+  const std::string want = "a\r\n.\r\nb\r\nc\r\nd\r\n\r\n\r\n\r\n";
+  for (size_t a = 0; a <= input.size(); ++a) {
+    const Decoded d = Decode(input, {a}, BareLineEndings::kNormalize);
+    ASSERT_TRUE(d.done) << "cut at " << a;
+    EXPECT_EQ(d.body, want) << "cut at " << a;
+    EXPECT_TRUE(d.saw_bare);
+    EXPECT_EQ(d.consumed, input.size() - 4);
+  }
 }
 
 TEST(DataDecoderTest, DotThenCrWithoutLfIsUnstuffed) {

@@ -181,6 +181,23 @@ PathError ParsePathArg(std::string_view arg, std::string_view keyword, bool allo
   return PathError::kNone;
 }
 
+void DataDecoder::AppendText(std::string_view text, std::string* body) {
+  size_t bare = text.find_first_of("\r\n");
+  if (bare != std::string_view::npos) saw_bare_ = true;
+  if (body == nullptr) return;
+  if (bare_ == BareLineEndings::kKeep) {
+    body->append(text);
+    return;
+  }
+  size_t start = 0;
+  for (; bare != std::string_view::npos; bare = text.find_first_of("\r\n", start)) {
+    body->append(text.data() + start, bare - start);
+    body->append("\r\n");
+    start = bare + 1;
+  }
+  body->append(text.data() + start, text.size() - start);
+}
+
 size_t DataDecoder::Feed(std::string_view in, std::string* body, bool* done) {
   *done = false;
   size_t i = 0;
@@ -204,11 +221,12 @@ size_t DataDecoder::Feed(std::string_view in, std::string* body, bool* done) {
       // Keep a trailing CR: it may start the CRLF that ends this line.
       size_t end = in.size();
       if (in[end - 1] == '\r') --end;
-      if (body != nullptr) body->append(in.data() + i, end - i);
+      AppendText(in.substr(i, end - i), body);
       i = end;
       break;
     }
-    if (body != nullptr) body->append(in.data() + i, crlf + 2 - i);
+    AppendText(in.substr(i, crlf - i), body);
+    if (body != nullptr) body->append("\r\n");
     i = crlf + 2;
     at_line_start_ = true;
   }

@@ -4,10 +4,11 @@
 // functions over bytes, without sockets, so that tests can drive them directly.
 //
 // Line endings. A command line ends at LF; a CR before it is dropped (lenient, like most
-// receivers: a person typing into nc gets answers). Inside DATA only CRLF ends a line:
-// a bare LF or bare CR is a body byte, stored as it came, and the data ends at
-// <CRLF>.<CRLF> only, so "<LF>.<LF>" or "<CRLF>.<LF>" never ends a message early (no SMTP
-// smuggling). Dot-unstuffing applies to a '.' that starts a CRLF-delimited line.
+// receivers: a person typing into nc gets answers). Inside DATA only CRLF ends a line,
+// and the data ends at <CRLF>.<CRLF> only, so "<LF>.<LF>" or "<CRLF>.<LF>" never ends a
+// message early (no SMTP smuggling). Dot-unstuffing applies to a '.' that starts a
+// CRLF-delimited line. A bare LF or bare CR in DATA is noticed (the server refuses the
+// message: docs/smtpd.md) and, in BareLineEndings::kNormalize, stored as CRLF.
 //
 // Thread-safety: the functions are pure; a DataDecoder is thread-compatible.
 
@@ -72,14 +73,29 @@ enum class PathError {
 PathError ParsePathArg(std::string_view arg, std::string_view keyword, bool allow_params,
                        PathArg* out);
 
+// What the DataDecoder stores for a bare LF or bare CR (one not part of a CRLF).
+enum class BareLineEndings {
+  kKeep,       // the byte as it came
+  kNormalize,  // CRLF in its place
+};
+
 // Consumes the bytes of DATA after the 354 reply. Thread-compatible.
 class DataDecoder {
  public:
-  // Resets to the start of a message (at the start of a line).
-  void Reset() { at_line_start_ = true; }
+  explicit DataDecoder(BareLineEndings bare = BareLineEndings::kKeep) : bare_(bare) {}
 
-  // Consumes a prefix of `in`, appending the body bytes it holds (dot-unstuffed, line
-  // endings as they came) to *body, or discarding them if body is null. Returns the
+  // Resets to the start of a message (at the start of a line).
+  void Reset() {
+    at_line_start_ = true;
+    saw_bare_ = false;
+  }
+
+  // Whether a bare LF or bare CR has been consumed since Reset.
+  bool saw_bare_line_ending() const { return saw_bare_; }
+
+  // Consumes a prefix of `in`, appending the body bytes it holds (dot-unstuffed, bare line
+  // endings as BareLineEndings says) to *body, or discarding them if body is null. The
+  // bytes appended are at most twice those consumed (kNormalize). Returns the
   // number of bytes consumed and sets *done once the terminating <CRLF>.<CRLF> (the
   // CRLF before the dot belongs to the body) has been consumed; bytes after it are not
   // consumed. Unconsumed bytes (at most 2: a trailing CR, or a line-start '.' whose
@@ -87,7 +103,12 @@ class DataDecoder {
   size_t Feed(std::string_view in, std::string* body, bool* done);
 
  private:
+  // Appends the text of a line without its CRLF, where any CR or LF is bare.
+  void AppendText(std::string_view text, std::string* body);
+
+  BareLineEndings bare_;
   bool at_line_start_ = true;
+  bool saw_bare_ = false;
 };
 
 }  // namespace spool::smtpd

@@ -1,13 +1,19 @@
 #include "tools/smtpd/smtpd.h"
 
+#include <ftw.h>
+#include <grp.h>
 #include <pthread.h>
+#include <pwd.h>
 #include <signal.h>
 #include <sys/resource.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <cstdio>
 #include <cstring>
+#include <filesystem>
 #include <limits>
 #include <memory>
 #include <optional>
@@ -28,11 +34,13 @@ namespace {
 constexpr std::string_view kTool = "spool-smtpd";
 // Descriptors beyond the connections: the spool's segment files, RocksDB, listeners.
 constexpr rlim_t kSpareDescriptors = 256;
-// The largest --max-connections, --max-recipients and --max-errors, and the longest
-// --idle-timeout and --drain-timeout.
+// The largest count option (--max-connections, ...) and the longest timeout.
 constexpr uint64_t kMaxCount = 1'000'000;
 constexpr uint64_t kMaxSeconds = 86'400;
 constexpr int64_t kMsPerSecond = 1000;
+constexpr uint64_t kMaxWriteThreads = 64;
+// Descriptors nftw may hold open while it walks a spool to hand it to --user.
+constexpr int kWalkDescriptors = 16;
 
 constexpr char kHelp[] =
     R"(Usage: spool-smtpd --spool DIR[,DIR...] --listen HOST:PORT [options]
@@ -46,10 +54,35 @@ Options:
   --spool DIR[,DIR...]        the spool's directories (created if missing)
   --listen HOST:PORT          address to listen on; IPv6 as [::1]:25; port 0 picks a free
                               one; may be given more than once
+  --user USER                 after binding, run as USER (and its group, or --group): the
+                              spool's files are given to them, then the spool is opened
+  --group GROUP               the group for --user (default: USER's primary group)
   --max-message-size BYTES    larger messages get 552 5.3.4 (default 64M); advertised by SIZE
   --max-connections N         more get 421 4.7.0 at connect (default 1000)
-  --max-recipients N          more RCPTs per message get 452 4.5.3 (default 1000)
-  --idle-timeout SECONDS      a silent client gets 421 4.4.2 and is closed (default 300)
+  --max-connections-per-client N
+                              more from one address get 421 4.7.0 (default 50)
+  --max-connection-rate N     new connections per minute from one address; more get
+                              421 4.7.0 (default 0: no limit)
+  --max-recipients N          more RCPTs per message get 452 4.5.3 (default 1000); so does
+                              a RCPT that would make the envelope larger than 60K
+  --max-pending-bytes BYTES   DATA received and not yet durable, all sessions together; at
+                              it, DATA gets 452 4.3.1 and sessions in DATA write out what
+                              they hold before reading on (default 64M)
+  --stream-chunk-size BYTES   DATA is held and written in pieces of this size; a smaller
+                              message is one record (default 128K, at least 4K)
+  --write-threads N           threads writing streamed DATA (default 4)
+  --bare-line-endings reject|normalize
+                              a bare LF or CR in DATA: 550 5.5.2 and the connection closed
+                              (reject, the default), or stored as CRLF (normalize)
+  --idle-timeout SECONDS      a client silent this long gets 421 4.4.2 and is closed
+                              (default 300)
+  --command-timeout SECONDS   a command line not complete this long after the last reply:
+                              421 4.4.2 and closed (default 300)
+  --data-timeout SECONDS      a message's DATA not ended this long after its 354: 421 4.4.2
+                              and closed (default 600)
+  --session-timeout SECONDS   a connection open this long: 421 4.4.2 and closed (default 1800)
+  --commit-timeout SECONDS    a message not stored this long after its data ended: 451 4.3.0
+                              and closed (default 120)
   --drain-timeout SECONDS     on SIGTERM, how long transactions in flight may take to
                               finish before their connections are closed (default 30)
   --max-errors N              a client after N error replies gets 421 4.7.0 (default 20)
@@ -107,6 +140,8 @@ void RaiseDescriptorLimit(size_t connections) {
 // What the command line sets.
 struct Settings {
   std::optional<std::string> spool;
+  std::optional<std::string> user;
+  std::optional<std::string> group;
   ServerOptions server;
   Options spool_options;
 };
@@ -147,7 +182,34 @@ void DeclareOptions(cli::Flags* flags, Settings* settings) {
     return std::string();
   });
   DeclareByteSize(flags, "--max-message-size", 1, &spool.max_message_size);
+  flags->Value("--user", &settings->user, cli::Repeat::kOnce);
+  flags->Value("--group", &settings->group, cli::Repeat::kOnce);
   DeclareCount(flags, "--max-connections", 1, kMaxCount, &server.max_connections);
+  DeclareCount(flags, "--max-connections-per-client", 1, kMaxCount,
+               &server.max_connections_per_client);
+  DeclareCount(flags, "--max-connection-rate", 0, kMaxCount,
+               &server.max_connection_rate_per_client);
+  DeclareByteSize(flags, "--max-pending-bytes", 1, &server.max_pending_bytes);
+  flags->Value("--stream-chunk-size", [&server](const std::string& v) {
+    uint64_t n = 0;
+    if (!ParseByteSize(v, &n) || n < kMinStreamChunk || n > kMaxStreamChunk) {
+      return BadValue("--stream-chunk-size", v);
+    }
+    server.stream_chunk_size = static_cast<size_t>(n);
+    return std::string();
+  });
+  DeclareCount(flags, "--write-threads", 1, kMaxWriteThreads, &server.write_threads);
+  flags->Value("--bare-line-endings", [&server](const std::string& v) {
+    if (v != "reject" && v != "normalize") return BadValue("--bare-line-endings", v);
+    server.normalize_bare_line_endings = v == "normalize";
+    return std::string();
+  });
+  DeclareCount(flags, "--command-timeout", 1, kMaxSeconds, &server.command_timeout_ms,
+               kMsPerSecond);
+  DeclareCount(flags, "--data-timeout", 1, kMaxSeconds, &server.data_timeout_ms, kMsPerSecond);
+  DeclareCount(flags, "--session-timeout", 1, kMaxSeconds, &server.session_timeout_ms,
+               kMsPerSecond);
+  DeclareCount(flags, "--commit-timeout", 1, kMaxSeconds, &server.commit_timeout_ms, kMsPerSecond);
   DeclareCount(flags, "--max-recipients", 1, kMaxCount, &server.max_recipients);
   DeclareCount(flags, "--idle-timeout", 1, kMaxSeconds, &server.idle_timeout_ms, kMsPerSecond);
   DeclareCount(flags, "--drain-timeout", 0, kMaxSeconds, &server.drain_timeout_ms, kMsPerSecond);
@@ -166,6 +228,71 @@ void DeclareOptions(cli::Flags* flags, Settings* settings) {
     spool.io_backend = v;
     return std::string();
   });
+}
+
+// Who --user and --group name.
+struct RunAs {
+  std::string user;
+  uid_t uid = 0;
+  gid_t gid = 0;
+};
+
+// Looks up --user and --group; an error message, or "" with *out set.
+std::string LookUpRunAs(const std::string& user, const std::optional<std::string>& group,
+                        RunAs* out) {
+  const passwd* pw = getpwnam(user.c_str());
+  if (pw == nullptr) return "--user " + user + ": no such user";
+  out->user = user;
+  out->uid = pw->pw_uid;
+  out->gid = pw->pw_gid;
+  if (group) {
+    const struct group* gr = getgrnam(group->c_str());
+    if (gr == nullptr) return "--group " + *group + ": no such group";
+    out->gid = gr->gr_gid;
+  }
+  if (out->uid == 0) return "--user " + user + ": is root; name an unprivileged user";
+  return "";
+}
+
+// The owner nftw's callback gives the files to (nftw passes no context).
+RunAs walk_owner;
+int walk_errno = 0;
+
+int GiveToOwner(const char* path, const struct stat* st, int /*type*/, FTW* /*ftw*/) {
+  if (st->st_uid == walk_owner.uid && st->st_gid == walk_owner.gid) return 0;
+  // lchown: a symbolic link in a spool is not followed out of it.
+  if (lchown(path, walk_owner.uid, walk_owner.gid) != 0) {
+    walk_errno = errno;
+    return 1;
+  }
+  return 0;
+}
+
+// Gives every file and directory under the spool's directories to `run_as` (creating
+// the directories if missing), so that the user can open the spool and write to it.
+std::string GiveSpoolTo(const std::vector<std::string>& dirs, const RunAs& run_as) {
+  walk_owner = run_as;
+  for (const std::string& dir : dirs) {
+    std::error_code error;
+    std::filesystem::create_directories(dir, error);
+    if (error) return "cannot create " + dir + ": " + error.message();
+    walk_errno = 0;
+    if (nftw(dir.c_str(), GiveToOwner, kWalkDescriptors, FTW_PHYS) != 0) {
+      return "cannot give " + dir + " to " + run_as.user + ": " +
+             std::strerror(walk_errno != 0 ? walk_errno : errno);
+    }
+  }
+  return "";
+}
+
+// Drops root for good: supplementary groups, group, then user (every thread: glibc
+// applies set*id to the whole process).
+std::string SwitchTo(const RunAs& run_as) {
+  if (setgroups(1, &run_as.gid) != 0) return std::string("setgroups: ") + std::strerror(errno);
+  if (setgid(run_as.gid) != 0) return std::string("setgid: ") + std::strerror(errno);
+  if (setuid(run_as.uid) != 0) return std::string("setuid: ") + std::strerror(errno);
+  if (setuid(0) == 0) return "still able to become root after setuid";
+  return "";
 }
 
 }  // namespace
@@ -228,6 +355,25 @@ int SmtpdMain(int argc, char** argv) {
   if (std::string error = cli::ParseSpoolDirs(*settings.spool, &options.dirs); !error.empty()) {
     return flags.UsageError(error);
   }
+  if (settings.group && !settings.user) return flags.UsageError("--group needs --user");
+  std::optional<RunAs> run_as;
+  if (settings.user) {
+    run_as.emplace();
+    if (std::string error = LookUpRunAs(*settings.user, settings.group, &*run_as); !error.empty()) {
+      return flags.UsageError(error);
+    }
+    if (geteuid() != 0) return flags.UsageError("--user needs to be started as root");
+  } else if (geteuid() == 0) {
+    Log(LogLevel::kWarning,
+        "smtpd: running as root: every client talks to a root process; give --user USER to "
+        "drop to it after binding (docs/smtpd.md, \"Privileges\")");
+  }
+  // The event loop never waits for the disk: a full commit queue is answered 451 at once,
+  // and streamed DATA is written by the server's write threads as it arrives, piece by
+  // piece (the spool holds none of it).
+  options.async_commit_wait_ms = 0;
+  options.stream_write_through = true;
+  options.stream_chunk_size = settings.server.stream_chunk_size;
 
   // SIGTERM and SIGINT go to a thread of ours only: blocked here, before the spool
   // starts its threads (which inherit the mask), and taken by sigwait below.
@@ -239,13 +385,36 @@ int SmtpdMain(int argc, char** argv) {
   signal(SIGPIPE, SIG_IGN);
   RaiseDescriptorLimit(settings.server.max_connections);
 
+  // Bind first (a port under 1024 needs root), then give up root, then open the spool as
+  // its owner: every file the spool creates from then on, from any of its threads, is
+  // the user's (docs/smtpd.md, "Privileges").
+  StatusOr<Listeners> listeners = Listeners::Bind(settings.server.listen);
+  if (!listeners.ok()) {
+    PrintError(std::string(listeners.status().message()));
+    return kExitFailed;
+  }
+  if (run_as) {
+    if (std::string error = GiveSpoolTo(options.dirs, *run_as); !error.empty()) {
+      PrintError(error);
+      return kExitCannotOpen;
+    }
+    if (std::string error = SwitchTo(*run_as); !error.empty()) {
+      PrintError("cannot run as " + run_as->user + ": " + error);
+      return kExitFailed;
+    }
+    Log(LogLevel::kInfo, "smtpd: running as " + run_as->user + " (uid " +
+                             std::to_string(run_as->uid) + ", gid " + std::to_string(run_as->gid) +
+                             ")");
+  }
+
   options.lock_holder = "spool-smtpd pid " + std::to_string(getpid());
   StatusOr<std::unique_ptr<Spool>> spool = Spool::Open(options);
   if (!spool.ok()) {
     PrintError("cannot open the spool: " + std::string(spool.status().message()));
     return kExitCannotOpen;
   }
-  StatusOr<std::unique_ptr<Server>> server = Server::Create(spool->get(), settings.server);
+  StatusOr<std::unique_ptr<Server>> server =
+      Server::Create(spool->get(), settings.server, std::move(listeners).value());
   if (!server.ok()) {
     PrintError(std::string(server.status().message()));
     return kExitFailed;

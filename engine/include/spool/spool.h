@@ -73,6 +73,13 @@ struct Options {
   uint64_t segment_size = 64ull << 20;
   // Chunk size of streamed bodies; lowered to the inline limit if larger. REQUIRES: > 0.
   uint64_t stream_chunk_size = 1ull << 20;
+  // BodyWriter::Append writes every piece it is given before it returns (as chunks of at
+  // most stream_chunk_size bytes), instead of holding the body in memory up to the inline
+  // limit and then whole chunks: a writer then holds no body bytes of its own, and a
+  // front-end that streams DATA bounds its memory per connection by what it hands over.
+  // The pieces' sizes become the chunks' (a streamed body is never stored inline unless
+  // it is empty).
+  bool stream_write_through = false;
   // "auto" (io_uring if the kernel allows, else posix, with a logged warning),
   // "io_uring" or "posix". Anything else: Open fails with kInvalidArgument.
   std::string io_backend = "auto";
@@ -366,7 +373,8 @@ class BodyWriter {
   virtual ~BodyWriter() = default;  // aborts if neither committed nor aborted
   // Adds the next piece of the body. Once the body is over the inline limit, every full
   // chunk (Options::stream_chunk_size) is written durably as it fills, after the shard's
-  // admission is asked again: a disk that fills or fails meanwhile ends the message.
+  // admission is asked again: a disk that fills or fails meanwhile ends the message. With
+  // Options::stream_write_through, every piece is written so before Append returns.
   // After a failure the message can only be aborted.
   // Errors: kTooBig (past max_message_size); kFailedPrecondition (already committed,
   // aborted or failed); the shard's admission (kStorageFull, kPermission, kUnavailable);
