@@ -38,6 +38,7 @@
 #include <utility>
 #include <vector>
 
+#include "control/control_server.h"
 #include "index/codec.h"
 #include "index/index.h"
 #include "io/file_system.h"
@@ -375,6 +376,9 @@ class SpoolImpl : public Spool {
   // runs it in order, and drains it at close.
   std::deque<std::function<void()>> big_queue_ ABSL_GUARDED_BY(mu_);
   std::vector<std::thread> threads_;
+  // The control channel's server (Options::control_socket): started last by Init, stopped
+  // first by the destructor, as it calls this spool's public methods.
+  std::unique_ptr<control::ControlServer> control_;
   bool crash_on_close_ = false;
 };
 

@@ -11,6 +11,7 @@
 #include <utility>
 #include <vector>
 
+#include "control/control_server.h"
 #include "core/internal.h"
 #include "core/layout.h"
 #include "core/spool_impl.h"
@@ -48,6 +49,18 @@ Status SpoolImpl::Init() {
       threads_.emplace_back([this, s = shard.get()] { MaintenanceLoop(s); });
     }
     threads_.emplace_back([this] { BigEnqueueLoop(); });
+    if (options_.control_socket) {
+      const std::string& dir = by_number_.begin()->second->dir;
+      StatusOr<std::unique_ptr<control::ControlServer>> server =
+          control::ControlServer::Start(this, dir);
+      if (server.ok()) {
+        control_ = std::move(server).value();
+      } else {
+        Log(LogLevel::kWarning, dir +
+                                    ": no control socket (spool-ctl cannot reach this process): " +
+                                    server.status().ToString());
+      }
+    }
   }
   return Status::Ok();
 }
@@ -232,6 +245,7 @@ Status SpoolImpl::Replay(Shard& shard, const log::Record& r, index::Index::Batch
 }
 
 SpoolImpl::~SpoolImpl() {
+  control_.reset();  // its requests use this spool
   {
     MutexLock l(&mu_);
     closing_ = true;

@@ -110,6 +110,11 @@ struct Options {
   // Text written into each shard's LOCK file, naming this process to a second opener
   // (whose Open fails with kFailedPrecondition quoting it). Empty: "pid <pid>".
   std::string lock_holder;
+  // Serve the control channel (spool/control.h): a UNIX socket in shard 0's directory over
+  // which the spool's owner holds, releases, requeues, deletes and lists messages while
+  // this process has the spool open (spool-ctl uses it). Not on a read-only open. A socket
+  // that cannot be set up is logged as a warning; the spool opens without it.
+  bool control_socket = true;
 };
 
 struct Envelope {
