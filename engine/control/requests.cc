@@ -143,24 +143,25 @@ class Request {
          R"(,"message":)" + Quote(s.message()) + "}");
   }
 
-  // Applies the request's change to `group`; the failures in *failures, in order.
+  // Applies the request's change to `group`; the failures in *failures, as (position in
+  // the group, status).
   void ApplyGroup(std::span<const MessageId> group,
-                  std::vector<std::pair<MessageId, Status>>* failures) {
+                  std::vector<std::pair<size_t, Status>>* failures) {
     std::mutex mu;
     if (op_ == "delete") {
       // The asynchronous removal, a window at a time: this thread never waits for a group
       // commit per message, and never floods the commit queue.
       std::condition_variable cv;
       size_t in_flight = 0;
-      for (const MessageId& id : group) {
+      for (size_t i = 0; i < group.size(); ++i) {
         {
           std::unique_lock l(mu);
           cv.wait(l, [&] { return in_flight < kRemoveWindow; });
           ++in_flight;
         }
-        spool_.RemoveAsync(id, [&, id](const Status& s) {
+        spool_.RemoveAsync(group[i], [&, i](const Status& s) {
           std::lock_guard l(mu);
-          if (!s.ok()) failures->emplace_back(id, s);
+          if (!s.ok()) failures->emplace_back(i, s);
           --in_flight;
           cv.notify_all();
         });
@@ -178,7 +179,7 @@ class Request {
         Status s = (spool_.*change)(group[i]);
         if (!s.ok()) {
           std::lock_guard l(mu);
-          failures->emplace_back(group[i], std::move(s));
+          failures->emplace_back(i, std::move(s));
         }
       }
     };
@@ -215,11 +216,11 @@ class Request {
     size_t done = 0;
     for (size_t start = 0; start < ids.size(); start += kControlGroupSize) {
       const size_t n = std::min(kControlGroupSize, ids.size() - start);
-      std::vector<std::pair<MessageId, Status>> failures;
+      std::vector<std::pair<size_t, Status>> failures;
       ApplyGroup(std::span(ids).subspan(start, n), &failures);
       std::sort(failures.begin(), failures.end(),
                 [](const auto& a, const auto& b) { return a.first < b.first; });
-      for (const auto& [id, s] : failures) ReportFailure(id, s);
+      for (const auto& [i, s] : failures) ReportFailure(ids[start + i], s);
       failed += failures.size();
       done += n - failures.size();
       // Everything counted in `done` is durable: each change returned (or called back)
