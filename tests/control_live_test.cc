@@ -26,6 +26,7 @@
 
 #include "control/json.h"
 #include "gtest/gtest.h"
+#include "spool/c_control.h"
 #include "spool/control.h"
 #include "spool/spool.h"
 #include "test_util.h"
@@ -325,6 +326,37 @@ TEST_F(ControlLiveTest, TwoConcurrentSpoolCtl) {
   const std::map<std::string, MessageState> contents = Contents();
   EXPECT_EQ(contents.size(), 1500u);
   for (const auto& [id, state] : contents) EXPECT_EQ(state, MessageState::kHeld) << id;
+}
+
+// The C API's client: the same requests and lines, for an MTA's own admin interface.
+TEST_F(ControlLiveTest, CApiRequest) {
+  Fill(5);
+  Options o;
+  o.dirs = {dir_};
+  ASSERT_OK_AND_ASSIGN(std::unique_ptr<Spool> writer, Spool::Open(o));
+  char* response = nullptr;
+  spool_reply_t err;
+  ASSERT_EQ(spool_control_request(dir_.c_str(), R"({"op":"hold","filter":{}})", &response, &err), 0)
+      << err.code;
+  ASSERT_NE(response, nullptr);
+  std::vector<std::string> lines = Lines(response);
+  spool_free(response);
+  ASSERT_EQ(lines.size(), 2u);
+  EXPECT_NE(lines[0].find(R"("type":"progress")"), std::string::npos) << lines[0];
+  EXPECT_NE(lines[1].find(R"("done":5)"), std::string::npos) << lines[1];
+  EXPECT_EQ(err.code, 0);
+  // A filter matching nothing: -1, the answer still handed out.
+  ASSERT_EQ(spool_control_request(dir_.c_str(), R"({"op":"delete","filter":{"queue":"x"}})",
+                                  &response, &err),
+            -1);
+  ASSERT_NE(response, nullptr);
+  EXPECT_NE(std::string(response).find("no message matches"), std::string::npos) << response;
+  spool_free(response);
+  EXPECT_EQ(err.code, 451);
+  // Nobody serves a directory that is not a spool.
+  ASSERT_EQ(spool_control_request(tmp_.path().c_str(), R"({"op":"stats"})", &response, &err), -1);
+  EXPECT_EQ(response, nullptr);
+  EXPECT_EQ(err.code, 421);
 }
 
 }  // namespace

@@ -298,6 +298,7 @@ Status RebuildIndex(const Options& options) {
   locks.clear();
   Options o = options;
   o.create_if_missing = false;
+  o.control_socket = false;  // opened only to replay
   SPOOL_ASSIGN_OR_RETURN(std::unique_ptr<Spool> spool, Spool::Open(o));
   spool.reset();
   Log(LogLevel::kInfo, "index rebuilt from the log; the previous index was kept as index" + suffix);
