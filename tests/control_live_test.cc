@@ -359,5 +359,24 @@ TEST_F(ControlLiveTest, CApiRequest) {
   EXPECT_EQ(err.code, 421);
 }
 
+// spool_control: the same request on a spool_t of this process.
+TEST_F(ControlLiveTest, CApiInProcess) {
+  Fill(4);
+  spool_reply_t err;
+  spool_t* s = spool_open(dir_.c_str(), &err);
+  ASSERT_NE(s, nullptr) << err.code;
+  char* response = nullptr;
+  ASSERT_EQ(spool_control(s, R"({"op":"delete","filter":{},"dry_run":true})", &response, &err), 0);
+  ASSERT_NE(response, nullptr);
+  EXPECT_NE(std::string(response).find(R"("matched":4)"), std::string::npos) << response;
+  spool_free(response);
+  ASSERT_EQ(spool_control(s, R"({"op":"nonsense"})", &response, &err), -1);
+  EXPECT_EQ(err.code, 501);
+  spool_free(response);
+  ASSERT_EQ(spool_control(s, nullptr, &response, &err), -1);
+  EXPECT_EQ(response, nullptr);
+  spool_close(s);
+}
+
 }  // namespace
 }  // namespace spool

@@ -1,6 +1,7 @@
-// Shared test helpers: status assertions, temporary directories that clean up, seeded
-// random data, whole-file reads and writes, a tool run as a subprocess. Every test
-// includes this one header.
+// Shared test helpers: status assertions, message ids printed as text, temporary
+// directories that clean up, seeded random data, byte comparisons with a short diff,
+// whole-file reads and writes, a tool run as a subprocess. Every test includes this one
+// header.
 
 #ifndef SPOOL_TESTS_TEST_UTIL_H_
 #define SPOOL_TESTS_TEST_UTIL_H_
@@ -11,18 +12,22 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstdint>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <ostream>
 #include <random>
 #include <sstream>
 #include <string>
 #include <string_view>
 #include <vector>
 
+#include "spool/message_id.h"
 #include "spool/status.h"
 
 #define ASSERT_OK(expr)                                                    \
@@ -43,6 +48,13 @@
   auto tmp = (expr);                                \
   ASSERT_TRUE(tmp.ok()) << tmp.status().ToString(); \
   lhs = std::move(tmp).value()
+
+namespace spool {
+
+// GoogleTest prints a message id in its text form, not as 16 raw bytes.
+inline void PrintTo(const MessageId& id, std::ostream* os) { *os << id.ToString(); }
+
+}  // namespace spool
 
 namespace spool::testing {
 
@@ -88,6 +100,66 @@ inline std::string RandomBytes(uint64_t seed, size_t size) {
 inline uint64_t TestSeed(uint64_t fallback) {
   const char* env = std::getenv("SPOOL_TEST_SEED");
   return env ? std::strtoull(env, nullptr, 10) : fallback;
+}
+
+// Bytes shown on each side of the first difference by SameBytes.
+inline constexpr size_t kBytesDiffContext = 16;
+
+// `bytes` as a C-style string literal body: printable ASCII as is, everything else escaped.
+inline std::string EscapeBytes(std::string_view bytes) {
+  std::string out;
+  for (const char c : bytes) {
+    switch (c) {
+      case '\\':
+        out += "\\\\";
+        break;
+      case '"':
+        out += "\\\"";
+        break;
+      case '\n':
+        out += "\\n";
+        break;
+      case '\r':
+        out += "\\r";
+        break;
+      case '\t':
+        out += "\\t";
+        break;
+      default:
+        if (c >= 0x20 && c < 0x7f) {
+          out.push_back(c);
+        } else {
+          char hex[5];
+          std::snprintf(hex, sizeof(hex), "\\x%02x", static_cast<unsigned char>(c));
+          out += hex;
+        }
+    }
+  }
+  return out;
+}
+
+// Whether `got` and `want` hold the same bytes, for EXPECT_TRUE(SameBytes(got, want)).
+// Unlike EXPECT_EQ on two strings, the failure message stays short whatever their sizes:
+// both sizes, the offset of the first difference, and each side's bytes within
+// kBytesDiffContext of it, escaped, with " | " where the difference starts:
+//   sizes 70000 (got) and 70000 (want), first difference at offset 4096:
+//     got:  ..."0123456789abcdef" | "x123456789abcdef"...
+//     want: ..."0123456789abcdef" | "0123456789abcdef"...
+inline ::testing::AssertionResult SameBytes(std::string_view got, std::string_view want) {
+  if (got == want) return ::testing::AssertionSuccess();
+  const size_t common = std::min(got.size(), want.size());
+  const size_t diff =
+      std::mismatch(got.begin(), got.begin() + common, want.begin()).first - got.begin();
+  const size_t from = diff > kBytesDiffContext ? diff - kBytesDiffContext : 0;
+  auto window = [&](std::string_view s) {
+    const std::string_view after = s.substr(diff, kBytesDiffContext);
+    return (from > 0 ? "...\"" : "\"") + EscapeBytes(s.substr(from, diff - from)) + "\" | \"" +
+           EscapeBytes(after) + (diff + after.size() < s.size() ? "\"..." : "\"");
+  };
+  return ::testing::AssertionFailure()
+         << "sizes " << got.size() << " (got) and " << want.size()
+         << " (want), first difference at offset " << diff << ":\n  got:  " << window(got)
+         << "\n  want: " << window(want);
 }
 
 // The whole content of a file ("" if it cannot be read).

@@ -1,18 +1,11 @@
-// The C API (spool/c.h) over the C++ API (spool/spool.h).
-//
-// Every entry point catches what the C++ side may throw (std::bad_alloc) and turns it into
-// a -1 with a reply: no exception crosses into C. Failures are recorded per thread for
-// spool_last_error_code/spool_last_error_detail.
-
-#include <sys/eventfd.h>
-#include <unistd.h>
+// The C API (spool/c.h) over the C++ API (spool/spool.h): open and close, enqueue (whole
+// and streamed), read, remove, errors, options, the log callback; and the helpers that
+// the other files of the C API share (capi/c_api_internal.h).
 
 #include <cerrno>
-#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
-#include <deque>
 #include <exception>
 #include <memory>
 #include <new>
@@ -22,22 +15,17 @@
 #include <utility>
 #include <vector>
 
-#include "io/errno_status.h"
+#include "capi/c_api_internal.h"
 #include "spool/c.h"
 #include "spool/logging.h"
 #include "spool/message_id.h"
-#include "spool/metrics.h"
 #include "spool/smtp_reply.h"
 #include "spool/spool.h"
 #include "spool/status.h"
 #include "util/mutex.h"
 
+namespace spool::capi {
 namespace {
-
-using spool::Code;
-using spool::MessageId;
-using spool::Status;
-using spool::StatusOr;
 
 static_assert(SPOOL_ID_LEN == MessageId::kTextLength, "SPOOL_ID_LEN is MessageId::kTextLength");
 static_assert(SPOOL_CODE_OK == static_cast<int>(Code::kOk));
@@ -65,6 +53,8 @@ static_assert(SPOOL_LOG_ERROR == static_cast<int>(spool::LogLevel::kError));
 // The last outcome on this thread (spool_last_error_*).
 thread_local int tls_code = SPOOL_CODE_OK;
 thread_local std::string tls_detail;
+
+}  // namespace
 
 void FillReply(const Status& status, spool_reply_t* reply) {
   if (reply == nullptr) return;
@@ -110,18 +100,6 @@ Status Invalid(const char* function, const char* what) {
   return spool::InvalidArgumentError(std::string(function) + ": " + what);
 }
 
-// Runs `body` (which returns an int result), turning an escaping exception into -1.
-template <typename F>
-int Guard(spool_reply_t* err, F&& body) {
-  try {
-    return body();
-  } catch (const std::bad_alloc&) {
-    return Fail(spool::InternalError("out of memory"), err);
-  } catch (const std::exception& e) {
-    return Fail(spool::InternalError(std::string("unexpected exception: ") + e.what()), err);
-  }
-}
-
 StatusOr<MessageId> ParseId(const char* function, const char* id) {
   if (id == nullptr) return Invalid(function, "the message id is NULL");
   StatusOr<MessageId> parsed = MessageId::Parse(id);
@@ -145,7 +123,7 @@ void WriteId(const MessageId& id, char* out) {
   out[text.size()] = '\0';
 }
 
-StatusOr<spool::Envelope> ToEnvelope(const char* function, const spool_envelope_t* e) {
+StatusOr<Envelope> ToEnvelope(const char* function, const spool_envelope_t* e) {
   if (e == nullptr) return Invalid(function, "the envelope is NULL");
   if (e->sender == nullptr) return Invalid(function, "the sender is NULL (use \"\" for <>)");
   if (e->n_recipients == 0) return Invalid(function, "a message needs a recipient");
@@ -174,13 +152,9 @@ Status CheckBody(const char* function, const void* body, size_t len) {
   return Status::Ok();
 }
 
-std::string_view BodyView(const void* body, size_t len) {
-  return len == 0 ? std::string_view() : std::string_view(static_cast<const char*>(body), len);
-}
-
 // spool_message_info_t in one allocation: the struct, the recipient pointers, the recipient
 // statuses, then the strings (sender, queue, metadata, recipients), each NUL-terminated.
-size_t PackedSize(const spool::MessageInfo& info) {
+size_t PackedSize(const MessageInfo& info) {
   const size_t n = info.envelope.recipients.size();
   size_t size = sizeof(spool_message_info_t) + n * sizeof(const char*) + n * sizeof(int);
   size += info.envelope.sender.size() + 1 + info.envelope.queue.size() + 1 +
@@ -189,7 +163,7 @@ size_t PackedSize(const spool::MessageInfo& info) {
   return size;
 }
 
-void Pack(const spool::MessageInfo& info, void* memory) {
+void Pack(const MessageInfo& info, void* memory) {
   static_assert(sizeof(spool_message_info_t) % alignof(const char*) == 0);
   static_assert(alignof(const char*) % alignof(int) == 0);
   const size_t n = info.envelope.recipients.size();
@@ -224,104 +198,22 @@ void Pack(const spool::MessageInfo& info, void* memory) {
   out->attempts = info.attempts;
 }
 
-// One finished asynchronous enqueue, waiting for spool_run_completions.
-struct Completion {
-  spool_enqueue_cb cb = nullptr;
-  void* arg = nullptr;
-  int rc = 0;
-  char id[SPOOL_ID_SIZE] = {};
-  spool_reply_t reply = {};
-};
-
-// Completions handed over from spool threads to the application's thread. The eventfd is
-// readable exactly while the queue is not empty: the first push signals it, the swap that
-// empties the queue drains it, both under the mutex. Thread-safe.
-class CompletionQueue {
- public:
-  CompletionQueue() = default;
-  ~CompletionQueue() {
-    if (fd_ >= 0) close(fd_);
-  }
-  CompletionQueue(const CompletionQueue&) = delete;
-  CompletionQueue& operator=(const CompletionQueue&) = delete;
-
-  Status Init() {
-    fd_ = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-    if (fd_ < 0) return spool::io::ErrnoToStatus(errno, "eventfd", "the completion fd");
-    return Status::Ok();
-  }
-  int fd() const { return fd_; }
-
-  void Push(const Completion& c) {
-    spool::MutexLock l(&mu_);
-    const bool was_empty = ready_.empty();
-    ready_.push_back(c);
-    if (was_empty) {
-      const uint64_t one = 1;
-      // Cannot fail: the counter is at most 1 and fd_ is a valid eventfd.
-      ssize_t n = write(fd_, &one, sizeof(one));
-      (void)n;
-    }
-  }
-
-  size_t Run() {
-    std::deque<Completion> batch;
-    {
-      spool::MutexLock l(&mu_);
-      batch.swap(ready_);
-      if (!batch.empty()) {
-        uint64_t value = 0;
-        ssize_t n = read(fd_, &value, sizeof(value));  // resets the counter to 0
-        (void)n;
-      }
-    }
-    for (const Completion& c : batch) c.cb(c.arg, c.rc, c.rc == 0 ? c.id : nullptr, &c.reply);
-    return batch.size();
-  }
-
- private:
-  int fd_ = -1;
-  spool::Mutex mu_;
-  std::deque<Completion> ready_ ABSL_GUARDED_BY(mu_);
-};
-
-}  // namespace
-
-struct spool_options_t {
-  spool::Options options;
-};
-
-struct spool_writer_t {
-  spool_t* owner = nullptr;  // nullptr once the spool closed under it
-  std::unique_ptr<spool::BodyWriter> writer;
-};
-
-struct spool_t {
-  // Declared first, destroyed last: the spool's callbacks push into it until it is gone.
-  CompletionQueue completions;
-  spool::Mutex writers_mu;
-  std::set<spool_writer_t*> writers ABSL_GUARDED_BY(writers_mu);
-  std::unique_ptr<spool::Spool> spool;
-};
-
-namespace {
-
-StatusOr<spool::Spool*> SpoolOf(const char* function, spool_t* s) {
+StatusOr<Spool*> SpoolOf(const char* function, spool_t* s) {
   if (s == nullptr) return Invalid(function, "the spool is NULL");
   if (s->spool == nullptr)
     return spool::UnavailableError(std::string(function) + ": the spool is closed");
   return s->spool.get();
 }
 
-StatusOr<std::vector<std::string>> SplitDirs(const char* dirs) {
-  if (dirs == nullptr) return Invalid("spool_open", "dirs is NULL");
+StatusOr<std::vector<std::string>> SplitDirs(const char* function, const char* dirs) {
+  if (dirs == nullptr) return Invalid(function, "dirs is NULL");
   std::vector<std::string> out;
   std::string_view rest(dirs);
   for (;;) {
     const size_t comma = rest.find(',');
     std::string_view dir = rest.substr(0, comma);
     if (dir.empty()) {
-      return Invalid("spool_open",
+      return Invalid(function,
                      ("empty directory name in dirs \"" + std::string(dirs) + "\"").c_str());
     }
     out.emplace_back(dir);
@@ -331,10 +223,12 @@ StatusOr<std::vector<std::string>> SplitDirs(const char* dirs) {
   return out;
 }
 
+namespace {
+
 spool_t* Open(const char* dirs, const spool_options_t* o, spool_reply_t* err) {
   spool_t* result = nullptr;
   Guard(err, [&]() -> int {
-    StatusOr<std::vector<std::string>> list = SplitDirs(dirs);
+    StatusOr<std::vector<std::string>> list = SplitDirs("spool_open", dirs);
     if (!list.ok()) return Fail(list.status(), err);
     spool::Options options = o != nullptr ? o->options : spool::Options();
     options.dirs = std::move(*list);
@@ -349,30 +243,35 @@ spool_t* Open(const char* dirs, const spool_options_t* o, spool_reply_t* err) {
   return result;
 }
 
-// Hold, release, requeue, remove: one id, one Status.
-template <typename F>
-int IdCall(const char* function, spool_t* s, const char* id, spool_reply_t* err, F&& call) {
-  return Guard(err, [&]() -> int {
-    StatusOr<spool::Spool*> sp = SpoolOf(function, s);
-    if (!sp.ok()) return Fail(sp.status(), err);
-    StatusOr<MessageId> parsed = ParseId(function, id);
-    if (!parsed.ok()) return Fail(parsed.status(), err);
-    Status st = call(**sp, *parsed);
-    if (!st.ok()) return Fail(st, err);
-    return Succeed(err);
-  });
-}
-
 }  // namespace
+}  // namespace spool::capi
+
+using spool::MessageId;
+using spool::Status;
+using spool::StatusOr;
+using spool::capi::BodyView;
+using spool::capi::CheckBody;
+using spool::capi::CheckIdBuffer;
+using spool::capi::Fail;
+using spool::capi::Guard;
+using spool::capi::IdCall;
+using spool::capi::Invalid;
+using spool::capi::ParseId;
+using spool::capi::SpoolOf;
+using spool::capi::Succeed;
+using spool::capi::ToEnvelope;
+using spool::capi::WriteId;
 
 extern "C" {
 
 // ---- Open, enqueue, read, remove: the core calls -------------------------------------------
 
-spool_t* spool_open(const char* dirs, spool_reply_t* err) { return Open(dirs, nullptr, err); }
+spool_t* spool_open(const char* dirs, spool_reply_t* err) {
+  return spool::capi::Open(dirs, nullptr, err);
+}
 
 spool_t* spool_open_with_options(const char* dirs, const spool_options_t* o, spool_reply_t* err) {
-  return Open(dirs, o, err);
+  return spool::capi::Open(dirs, o, err);
 }
 
 void spool_close(spool_t* s) {
@@ -454,8 +353,8 @@ void spool_free(void* p) { std::free(p); }
 
 // ---- Errors ------------------------------------------------------------------------------
 
-int spool_last_error_code(void) { return tls_code; }
-const char* spool_last_error_detail(void) { return tls_detail.c_str(); }
+int spool_last_error_code(void) { return spool::capi::tls_code; }
+const char* spool_last_error_detail(void) { return spool::capi::tls_detail.c_str(); }
 
 // ---- Options -----------------------------------------------------------------------------
 
@@ -515,50 +414,6 @@ uint64_t spool_max_message_size(const spool_t* s) {
   if (s == nullptr || s->spool == nullptr) return 0;
   return s->spool->options().max_message_size;
 }
-
-// ---- Asynchronous enqueue ----------------------------------------------------------------
-
-int spool_enqueue_async(spool_t* s, const spool_envelope_t* envelope, const void* body,
-                        size_t body_len, spool_enqueue_cb cb, void* arg, spool_reply_t* err) {
-  static const char kFn[] = "spool_enqueue_async";
-  return Guard(err, [&]() -> int {
-    if (s == nullptr) return Fail(Invalid(kFn, "the spool is NULL"), err);
-    if (cb == nullptr) return Fail(Invalid(kFn, "the callback is NULL"), err);
-    if (envelope == nullptr) return Fail(Invalid(kFn, "the envelope is NULL"), err);
-    if (Status st = CheckBody(kFn, body, body_len); !st.ok()) return Fail(st, err);
-    CompletionQueue* queue = &s->completions;
-    auto complete = [queue, cb, arg](const StatusOr<MessageId>& id) {
-      Completion c;
-      c.cb = cb;
-      c.arg = arg;
-      if (id.ok()) {
-        WriteId(*id, c.id);
-      } else {
-        c.rc = -1;
-        FillReply(id.status(), &c.reply);
-        spool::Log(spool::LogLevel::kDebug, "spool_enqueue_async: " + id.status().ToString());
-      }
-      queue->Push(c);
-    };
-    // From here on every outcome, bad envelopes included, reaches the callback.
-    StatusOr<spool::Spool*> sp = SpoolOf(kFn, s);
-    if (!sp.ok()) {
-      complete(sp.status());
-      return Succeed(err);
-    }
-    StatusOr<spool::Envelope> env = ToEnvelope(kFn, envelope);
-    if (!env.ok()) {
-      complete(env.status());
-      return Succeed(err);
-    }
-    (*sp)->EnqueueAsync(*env, BodyView(body, body_len), std::move(complete));
-    return Succeed(err);
-  });
-}
-
-int spool_completion_fd(const spool_t* s) { return s == nullptr ? -1 : s->completions.fd(); }
-
-size_t spool_run_completions(spool_t* s) { return s == nullptr ? 0 : s->completions.Run(); }
 
 // ---- Streamed bodies ---------------------------------------------------------------------
 
@@ -639,29 +494,6 @@ void spool_abort(spool_writer_t* w) {
   FreeWriter(w);
 }
 
-// ---- Envelope and state ------------------------------------------------------------------
-
-int spool_get(spool_t* s, const char* id, spool_message_info_t** info_out, spool_reply_t* err) {
-  static const char kFn[] = "spool_get";
-  return Guard(err, [&]() -> int {
-    StatusOr<spool::Spool*> sp = SpoolOf(kFn, s);
-    if (!sp.ok()) return Fail(sp.status(), err);
-    if (info_out == nullptr) return Fail(Invalid(kFn, "info_out is NULL"), err);
-    *info_out = nullptr;
-    StatusOr<MessageId> parsed = ParseId(kFn, id);
-    if (!parsed.ok()) return Fail(parsed.status(), err);
-    StatusOr<spool::MessageInfo> info = (*sp)->Get(*parsed);
-    if (!info.ok()) return Fail(info.status(), err);
-    void* memory = std::malloc(PackedSize(*info));
-    if (memory == nullptr) return Fail(spool::InternalError("out of memory"), err);
-    Pack(*info, memory);
-    *info_out = static_cast<spool_message_info_t*>(memory);
-    return Succeed(err);
-  });
-}
-
-void spool_message_info_free(spool_message_info_t* info) { std::free(info); }
-
 int spool_read_body_stream(spool_t* s, const char* id, spool_body_sink sink, void* arg,
                            spool_reply_t* err) {
   static const char kFn[] = "spool_read_body_stream";
@@ -680,194 +512,6 @@ int spool_read_body_stream(spool_t* s, const char* id, spool_body_sink sink, voi
       return Status::Ok();
     });
     if (!st.ok() && !stopped) return Fail(st, err);
-    return Succeed(err);
-  });
-}
-
-// ---- State updates -----------------------------------------------------------------------
-
-int spool_record_attempt(spool_t* s, const char* id, const spool_rcpt_result_t* results,
-                         size_t n_results, int64_t next_attempt_ms, int count_attempt,
-                         spool_reply_t* err) {
-  static const char kFn[] = "spool_record_attempt";
-  return Guard(err, [&]() -> int {
-    StatusOr<spool::Spool*> sp = SpoolOf(kFn, s);
-    if (!sp.ok()) return Fail(sp.status(), err);
-    StatusOr<MessageId> parsed = ParseId(kFn, id);
-    if (!parsed.ok()) return Fail(parsed.status(), err);
-    if (results == nullptr && n_results != 0) {
-      return Fail(Invalid(kFn, "results is NULL but n_results is not 0"), err);
-    }
-    spool::AttemptResult result;
-    for (size_t i = 0; i < n_results; ++i) {
-      const int status = results[i].status;
-      if (status < SPOOL_RCPT_PENDING || status > SPOOL_RCPT_DEFERRED) {
-        return Fail(Invalid(kFn, ("results[" + std::to_string(i) + "].status " +
-                                  std::to_string(status) + " is not a SPOOL_RCPT_ value")
-                                     .c_str()),
-                    err);
-      }
-      result.recipients.emplace_back(results[i].index, static_cast<spool::RecipientStatus>(status));
-    }
-    if (next_attempt_ms >= 0) result.next_attempt_ms = next_attempt_ms;
-    result.count_attempt = count_attempt != 0;
-    if (Status st = (*sp)->RecordAttempt(*parsed, result); !st.ok()) return Fail(st, err);
-    return Succeed(err);
-  });
-}
-
-int spool_hold(spool_t* s, const char* id, spool_reply_t* err) {
-  return IdCall("spool_hold", s, id, err,
-                [](spool::Spool& sp, const MessageId& m) { return sp.Hold(m); });
-}
-
-int spool_release(spool_t* s, const char* id, spool_reply_t* err) {
-  return IdCall("spool_release", s, id, err,
-                [](spool::Spool& sp, const MessageId& m) { return sp.Release(m); });
-}
-
-int spool_requeue(spool_t* s, const char* id, spool_reply_t* err) {
-  return IdCall("spool_requeue", s, id, err,
-                [](spool::Spool& sp, const MessageId& m) { return sp.Requeue(m); });
-}
-
-// ---- Scans -------------------------------------------------------------------------------
-
-int64_t spool_now_ms(void) {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(
-             std::chrono::system_clock::now().time_since_epoch())
-      .count();
-}
-
-int spool_scan_due(spool_t* s, const char* queue, int64_t now_ms, spool_id_t* ids, size_t capacity,
-                   size_t* n_out, spool_reply_t* err) {
-  static const char kFn[] = "spool_scan_due";
-  return Guard(err, [&]() -> int {
-    StatusOr<spool::Spool*> sp = SpoolOf(kFn, s);
-    if (!sp.ok()) return Fail(sp.status(), err);
-    if (n_out == nullptr) return Fail(Invalid(kFn, "n_out is NULL"), err);
-    *n_out = 0;
-    if (ids == nullptr && capacity != 0) return Fail(Invalid(kFn, "ids is NULL"), err);
-    if (capacity == 0) return Succeed(err);
-    StatusOr<std::vector<MessageId>> due =
-        (*sp)->ScanDue(queue != nullptr ? queue : "default", now_ms, capacity);
-    if (!due.ok()) return Fail(due.status(), err);
-    const size_t n = std::min(capacity, due->size());
-    for (size_t i = 0; i < n; ++i) WriteId((*due)[i], ids[i].text);
-    *n_out = n;
-    return Succeed(err);
-  });
-}
-
-int spool_foreach(spool_t* s, spool_visit_cb visit, void* arg, spool_reply_t* err) {
-  static const char kFn[] = "spool_foreach";
-  return Guard(err, [&]() -> int {
-    StatusOr<spool::Spool*> sp = SpoolOf(kFn, s);
-    if (!sp.ok()) return Fail(sp.status(), err);
-    if (visit == nullptr) return Fail(Invalid(kFn, "the visitor is NULL"), err);
-    std::vector<std::max_align_t> buffer;
-    Status st = (*sp)->ForEach([&](const spool::MessageInfo& info) {
-      const size_t size = PackedSize(info);
-      buffer.resize((size + sizeof(std::max_align_t) - 1) / sizeof(std::max_align_t));
-      Pack(info, buffer.data());
-      return visit(arg, reinterpret_cast<const spool_message_info_t*>(buffer.data())) == 0;
-    });
-    if (!st.ok()) return Fail(st, err);
-    return Succeed(err);
-  });
-}
-
-// ---- Admission, health, statistics -------------------------------------------------------
-
-int spool_admission(spool_t* s, uint64_t expected_size, spool_reply_t* err) {
-  static const char kFn[] = "spool_admission";
-  return Guard(err, [&]() -> int {
-    StatusOr<spool::Spool*> sp = SpoolOf(kFn, s);
-    if (!sp.ok()) return Fail(sp.status(), err);
-    if (Status st = (*sp)->Admission(expected_size); !st.ok()) return Fail(st, err);
-    return Succeed(err);
-  });
-}
-
-int spool_get_health(spool_t* s, spool_health_t* out, spool_reply_t* err) {
-  static const char kFn[] = "spool_get_health";
-  return Guard(err, [&]() -> int {
-    StatusOr<spool::Spool*> sp = SpoolOf(kFn, s);
-    if (!sp.ok()) return Fail(sp.status(), err);
-    if (out == nullptr) return Fail(Invalid(kFn, "out is NULL"), err);
-    const spool::Health h = (*sp)->GetHealth();
-    *out = spool_health_t{};
-    switch (h.state) {
-      case spool::HealthState::kHealthy:
-        out->state = SPOOL_HEALTHY;
-        break;
-      case spool::HealthState::kDegraded:
-        out->state = SPOOL_DEGRADED;
-        break;
-      case spool::HealthState::kRefusing:
-        out->state = SPOOL_REFUSING;
-        break;
-    }
-    FillReply(h.status, &out->reply);
-    out->shards = h.shards.size();
-    for (const spool::ShardHealth& shard : h.shards) {
-      if (!shard.status.ok()) ++out->shards_failed;
-    }
-    return Succeed(err);
-  });
-}
-
-int spool_get_stats(spool_t* s, spool_stats_t* out, spool_reply_t* err) {
-  static const char kFn[] = "spool_get_stats";
-  return Guard(err, [&]() -> int {
-    StatusOr<spool::Spool*> sp = SpoolOf(kFn, s);
-    if (!sp.ok()) return Fail(sp.status(), err);
-    if (out == nullptr) return Fail(Invalid(kFn, "out is NULL"), err);
-    const spool::Stats st = (*sp)->GetStats();
-    *out = spool_stats_t{};
-    out->messages = st.messages;
-    out->body_bytes = st.body_bytes;
-    out->oldest_arrival_ms = st.oldest_arrival_ms;
-    out->segments_live = st.segments_live;
-    out->segments_free = st.segments_free;
-    out->segment_bytes = st.segment_bytes;
-    out->live_bytes = st.live_bytes;
-    out->disk_free_bytes = st.disk_free_bytes;
-    out->enqueued = st.enqueued;
-    out->removed = st.removed;
-    out->batches = st.batches;
-    out->log_bytes_written = st.log_bytes_written;
-    out->reclaimed_segments = st.reclaimed_segments;
-    out->relocated_bytes = st.relocated_bytes;
-    out->sync_p50_us = st.sync_p50_us;
-    out->sync_p99_us = st.sync_p99_us;
-    out->sync_p999_us = st.sync_p999_us;
-    out->mean_batch_records = st.mean_batch_records;
-    out->mean_batch_bytes = st.mean_batch_bytes;
-    out->faults = st.faults;
-    out->recoveries = st.recoveries;
-    out->scrubbed_bytes = st.scrubbed_bytes;
-    out->corrupt_found = st.corrupt_found;
-    out->quarantined = st.quarantined;
-    return Succeed(err);
-  });
-}
-
-int spool_metrics(spool_t* s, int format, char** text_out, spool_reply_t* err) {
-  static const char kFn[] = "spool_metrics";
-  return Guard(err, [&]() -> int {
-    StatusOr<spool::Spool*> sp = SpoolOf(kFn, s);
-    if (!sp.ok()) return Fail(sp.status(), err);
-    if (text_out == nullptr) return Fail(Invalid(kFn, "text_out is NULL"), err);
-    *text_out = nullptr;
-    StatusOr<std::string> text = Invalid(kFn, "format is not SPOOL_METRICS_PROMETHEUS or _JSON");
-    if (format == SPOOL_METRICS_PROMETHEUS) text = spool::FormatPrometheus(**sp);
-    if (format == SPOOL_METRICS_JSON) text = spool::FormatStatsJson(**sp);
-    if (!text.ok()) return Fail(text.status(), err);
-    char* out = static_cast<char*>(std::malloc(text->size() + 1));
-    if (out == nullptr) return Fail(spool::InternalError("out of memory"), err);
-    std::memcpy(out, text->c_str(), text->size() + 1);
-    *text_out = out;
     return Succeed(err);
   });
 }

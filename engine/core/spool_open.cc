@@ -1,5 +1,6 @@
-// Open and recovery: Spool::Open, a shard's marker and open, the replay of the log into
-// the index after the checkpoint, the close; RebuildIndex.
+// Open and recovery: the spool's open (Spool::Open, in control/open.cc, adds the control
+// channel's server), a shard's marker and open, the replay of the log into the index after
+// the checkpoint, the close; RebuildIndex.
 
 #include <unistd.h>
 
@@ -11,7 +12,6 @@
 #include <utility>
 #include <vector>
 
-#include "control/control_server.h"
 #include "core/internal.h"
 #include "core/layout.h"
 #include "core/spool_impl.h"
@@ -49,18 +49,6 @@ Status SpoolImpl::Init() {
       threads_.emplace_back([this, s = shard.get()] { MaintenanceLoop(s); });
     }
     threads_.emplace_back([this] { BigEnqueueLoop(); });
-    if (options_.control_socket) {
-      const std::string& dir = by_number_.begin()->second->dir;
-      StatusOr<std::unique_ptr<control::ControlServer>> server =
-          control::ControlServer::Start(this, dir);
-      if (server.ok()) {
-        control_ = std::move(server).value();
-      } else {
-        Log(LogLevel::kWarning, dir +
-                                    ": no control socket (spool-ctl cannot reach this process): " +
-                                    server.status().ToString());
-      }
-    }
   }
   return Status::Ok();
 }
@@ -245,7 +233,7 @@ Status SpoolImpl::Replay(Shard& shard, const log::Record& r, index::Index::Batch
 }
 
 SpoolImpl::~SpoolImpl() {
-  control_.reset();  // its requests use this spool
+  attachment_.reset();  // it calls this spool (the control channel's requests)
   {
     MutexLock l(&mu_);
     closing_ = true;
@@ -267,10 +255,6 @@ StatusOr<std::unique_ptr<Spool>> OpenWithFileSystem(const Options& options, io::
 }
 
 }  // namespace internal
-
-StatusOr<std::unique_ptr<Spool>> Spool::Open(const Options& options) {
-  return internal::OpenWithFileSystem(options, nullptr);
-}
 
 Status RebuildIndex(const Options& options) {
   if (options.read_only) return InvalidArgumentError("rebuilding the index needs write access");

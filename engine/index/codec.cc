@@ -51,6 +51,8 @@ bool GetVarint(std::string_view* in, uint64_t* v) {
   for (int shift = 0; shift <= 63 && !in->empty(); shift += 7) {
     const uint8_t byte = static_cast<uint8_t>((*in)[0]);
     in->remove_prefix(1);
+    // The tenth byte holds bit 63 alone: a larger one names a value beyond 64 bits.
+    if (shift == 63 && byte > 1) return false;
     result |= static_cast<uint64_t>(byte & 0x7f) << shift;
     if ((byte & 0x80) == 0) {
       *v = result;

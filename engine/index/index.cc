@@ -296,8 +296,6 @@ StatusOr<std::vector<std::pair<int64_t, MessageId>>> Index::ScanDue(std::string_
   std::vector<std::pair<int64_t, MessageId>> out;
   std::string prefix(queue);
   prefix.push_back('\0');
-  std::string upper = prefix;
-  PutFixed64BE(&upper, (static_cast<uint64_t>(now_ms) ^ (uint64_t{1} << 63)) + 1);
   if (read_only_) {
     // A read-only view: scan the entries (database merged with the overlay) instead of
     // the schedule, which the overlay does not maintain.
@@ -319,11 +317,14 @@ StatusOr<std::vector<std::pair<int64_t, MessageId>>> Index::ScanDue(std::string_
   std::string scratch;  // the iterator's bytes are RocksDB's (util/tsan.h)
   for (it->Seek(prefix); it->Valid() && out.size() < limit; it->Next()) {
     const std::string_view k = LibraryOwnedBytes(it->key().data(), it->key().size(), &scratch);
-    if (!k.starts_with(prefix) || k.compare(upper) >= 0) break;
+    if (!k.starts_with(prefix)) break;
     uint64_t t = 0;
     for (int i = 0; i < 8; ++i) t = (t << 8) | static_cast<uint8_t>(k[prefix.size() + i]);
-    out.emplace_back(static_cast<int64_t>(t ^ (uint64_t{1} << 63)),
-                     internal::IdFromKey(k.substr(prefix.size() + 8, 16)));
+    const int64_t next_attempt_ms = static_cast<int64_t>(t ^ (uint64_t{1} << 63));
+    // Compared as a time, not as a key bound: now_ms + 1 has no key when now_ms is the
+    // largest time.
+    if (next_attempt_ms > now_ms) break;
+    out.emplace_back(next_attempt_ms, internal::IdFromKey(k.substr(prefix.size() + 8, 16)));
   }
   SPOOL_RETURN_IF_ERROR(FromRocks(it->status(), "index scan"));
   return out;

@@ -30,7 +30,10 @@ class Histogram {
   // The value at quantile q in [0, 1] (0.99 for p99): the upper edge of its bucket,
   // clamped to the largest recorded value.
   uint64_t Percentile(double q) const;
-  // Number of recorded values <= limit (for Prometheus cumulative buckets).
+  // Number of recorded values in the buckets wholly at or below limit (for Prometheus
+  // cumulative buckets): the number of values <= limit when limit is a bucket's upper
+  // edge (any limit below kSubBuckets; 2^k - 1), otherwise short by the values of limit's
+  // own bucket, which lie less than limit / kSubBuckets below it.
   uint64_t CountAtMost(uint64_t limit) const;
 
  private:

@@ -2,7 +2,8 @@
  * completion fd driven by poll(). Real spools in temporary directories.
  *
  * A small harness: each TEST is a function; CHECK stops the test at the first failure and
- * prints the condition with spool_last_error_detail(). Exit status 0 when all pass. */
+ * prints the condition with spool_last_error_detail(); SameBytes compares bodies and says
+ * where they differ. Exit status 0 when all pass. */
 
 #define _XOPEN_SOURCE 700
 
@@ -30,6 +31,21 @@ static char g_dir[4096]; /* the current test's temporary directory */
       return;                                                                                \
     }                                                                                        \
   } while (0)
+
+/* Whether got[0, got_len) and want[0, want_len) are the same bytes. If not, prints both
+ * sizes and the offset of the first difference: one short line whatever the sizes. */
+static int SameBytes(const void* got, size_t got_len, const void* want, size_t want_len) {
+  const unsigned char* g = got;
+  const unsigned char* w = want;
+  size_t i = 0;
+  while (i < got_len && i < want_len && g[i] == w[i]) ++i;
+  if (i == got_len && i == want_len) return 1;
+  fprintf(stderr, "%s: sizes %zu (got) and %zu (want), first difference at offset %zu", g_test,
+          got_len, want_len, i);
+  if (i < got_len && i < want_len) fprintf(stderr, ": 0x%02x (got), 0x%02x (want)", g[i], w[i]);
+  fputc('\n', stderr);
+  return 0;
+}
 
 /* A reply equal to code + enhanced code. */
 #define CHECK_REPLY(reply, want_code, want_enhanced)     \
@@ -135,8 +151,7 @@ static void TestEnqueueReadRemove(void) {
   void* out = NULL;
   size_t len = 0;
   CHECK(spool_read_body(s, id, &out, &len, &err) == 0);
-  CHECK(len == sizeof(body));
-  CHECK(memcmp(out, body, len) == 0);
+  CHECK(SameBytes(out, len, body, sizeof(body)));
   CHECK(((char*)out)[len] == '\0');
   spool_free(out);
 
@@ -533,7 +548,7 @@ static void TestScanAndForeach(void) {
     char want[32];
     snprintf(want, sizeof(want), "message %d", i);
     CHECK(spool_read_body(s, ids[i], &out, &len, NULL) == 0);
-    CHECK(len == strlen(want) && memcmp(out, want, len) == 0);
+    CHECK(SameBytes(out, len, want, strlen(want)));
     spool_free(out);
   }
 
@@ -647,7 +662,7 @@ static void TestAsyncEnqueueWithPoll(void) {
     void* out;
     size_t len;
     CHECK(spool_read_body(s, st.ids[i], &out, &len, NULL) == 0);
-    CHECK(len == strlen(bodies[i]) && memcmp(out, bodies[i], len) == 0);
+    CHECK(SameBytes(out, len, bodies[i], strlen(bodies[i])));
     spool_free(out);
   }
 
@@ -683,7 +698,7 @@ static void TestAsyncEnqueueWithPoll(void) {
   void* out;
   size_t len;
   CHECK(spool_read_body(s, st.ids[0], &out, &len, NULL) == 0);
-  CHECK(len == big_len && memcmp(out, big, len) == 0);
+  CHECK(SameBytes(out, len, big, big_len));
   spool_free(out);
   free(big);
 
@@ -699,7 +714,7 @@ static void TestAsyncEnqueueWithPoll(void) {
   CHECK(s != NULL);
   for (int i = 0; i < 5; ++i) {
     CHECK(spool_read_body(s, st.ids[i], &out, &len, NULL) == 0);
-    CHECK(len == 7 && memcmp(out, "closing", 7) == 0);
+    CHECK(SameBytes(out, len, "closing", 7));
     spool_free(out);
   }
   spool_close(s);
@@ -814,13 +829,13 @@ static void TestStreamedBodies(void) {
   void* out;
   size_t len;
   CHECK(spool_read_body(s, id, &out, &len, &err) == 0);
-  CHECK(len == total && memcmp(out, body, total) == 0);
+  CHECK(SameBytes(out, len, body, total));
   spool_free(out);
 
   struct Collect c = {malloc(total), 0, 0, 0};
   CHECK(c.data != NULL);
   CHECK(spool_read_body_stream(s, id, CollectSink, &c, &err) == 0);
-  CHECK(c.len == total && memcmp(c.data, body, total) == 0);
+  CHECK(SameBytes(c.data, c.len, body, total));
   CHECK(c.pieces > 1);
   struct Collect first = {c.data, 0, 0, 1};
   CHECK(spool_read_body_stream(s, id, CollectSink, &first, &err) == 0); /* stops early */

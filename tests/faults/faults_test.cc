@@ -47,6 +47,7 @@ namespace spool {
 namespace {
 
 using ::spool::testing::RandomBytes;
+using ::spool::testing::SameBytes;
 using ::spool::testing::TempDir;
 
 // How long a test waits for the spool to recover by itself (the re-probe runs about once a
@@ -180,8 +181,9 @@ void ExpectAllReadable(Spool& spool, const Ledger& ledger, const std::string& wh
     if (!body.ok()) {
       ADD_FAILURE() << when << ": acknowledged " << id.ToString()
                     << " unreadable: " << body.status().ToString();
-    } else if (*body != ledger.Body(n)) {
-      ADD_FAILURE() << when << ": acknowledged " << id.ToString() << " has wrong bytes";
+    } else if (const ::testing::AssertionResult same = SameBytes(*body, ledger.Body(n)); !same) {
+      ADD_FAILURE() << when << ": acknowledged " << id.ToString()
+                    << " has wrong bytes: " << same.message();
     } else {
       continue;
     }
@@ -207,9 +209,12 @@ void ExpectIntact(Spool& spool, const Ledger& ledger, const std::string& when) {
     }
     if (ledger.acked().count(info.id) != 0) ++acked_seen;
     StatusOr<std::string> body = spool.ReadBody(info.id);
-    EXPECT_TRUE(body.ok() && *body == ledger.Body(n))
-        << when << ": " << info.id.ToString() << " (message " << n
-        << ") is not intact: " << (body.ok() ? "wrong bytes" : body.status().ToString());
+    EXPECT_TRUE(body.ok()) << when << ": " << info.id.ToString() << " (message " << n
+                           << ") is not intact: " << body.status().ToString();
+    if (body.ok()) {
+      EXPECT_TRUE(SameBytes(*body, ledger.Body(n)))
+          << when << ": " << info.id.ToString() << " (message " << n << ") is not intact";
+    }
   }
   EXPECT_EQ(acked_seen, ledger.acked().size()) << when << ": acknowledged messages missing";
 }
@@ -875,12 +880,15 @@ void FuseTest::EioScenario(const std::string& backend) {
     for (const auto& [id, n] : ledger.acked()) {
       StatusOr<std::string> body = spool_->ReadBody(id);
       if (id.shard() != fuse_shard) {
-        EXPECT_TRUE(body.ok() && *body == ledger.Body(n)) << "other shard must serve reads";
+        EXPECT_TRUE(body.ok()) << "other shard must serve reads: " << body.status().ToString();
+        if (body.ok()) {
+          EXPECT_TRUE(SameBytes(*body, ledger.Body(n))) << id.ToString();
+        }
         continue;
       }
       ++on_fuse;
       if (body.ok()) {
-        EXPECT_EQ(*body, ledger.Body(n)) << id.ToString() << ": returned wrong bytes";
+        EXPECT_TRUE(SameBytes(*body, ledger.Body(n))) << id.ToString() << ": returned wrong bytes";
         continue;
       }
       ++errors;
@@ -981,8 +989,10 @@ TEST_F(FuseTest, CorruptionOnTheReadPathIsReportedNeverReturned) {
   for (const auto& [id, n] : ledger.acked()) {
     SCOPED_TRACE(id.ToString());
     StatusOr<std::string> body = spool_->ReadBody(id);
-    ASSERT_FALSE(body.ok() && *body != ledger.Body(n)) << "returned corrupted bytes";
-    if (body.ok()) continue;  // not read from the disk (no bytes of it were wrong)
+    if (body.ok()) {  // not read from the disk (no bytes of it were wrong)
+      ASSERT_TRUE(SameBytes(*body, ledger.Body(n))) << "returned corrupted bytes";
+      continue;
+    }
     EXPECT_EQ(body.status().code(), Code::kCorruption) << body.status().ToString();
     EXPECT_NE(body.status().message().find(id.ToString()), std::string::npos)
         << "the report must name the message: " << body.status().ToString();
@@ -992,7 +1002,8 @@ TEST_F(FuseTest, CorruptionOnTheReadPathIsReportedNeverReturned) {
       return Status::Ok();
     });
     EXPECT_EQ(s.code(), Code::kCorruption) << s.ToString();
-    EXPECT_EQ(streamed, ledger.Body(n).substr(0, streamed.size())) << "streamed corrupted bytes";
+    EXPECT_TRUE(SameBytes(streamed, std::string_view(ledger.Body(n)).substr(0, streamed.size())))
+        << "streamed corrupted bytes";
   }
   EXPECT_GT(Counter("read_failed"), 0) << "the fault never fired";
   ASSERT_TRUE(Command("off"));
@@ -1077,12 +1088,14 @@ TEST_F(FaultTest, FlippedBytesUnderLiveSpoolAreReportedWithTheIdNeverReturned) {
     });
     EXPECT_EQ(s.code(), Code::kCorruption) << s.ToString();
     EXPECT_LE(streamed.size(), t.at) << "handed out bytes past the damage";
-    EXPECT_EQ(streamed, body.substr(0, streamed.size())) << "handed out corrupted bytes";
+    EXPECT_TRUE(SameBytes(streamed, std::string_view(body).substr(0, streamed.size())))
+        << "handed out corrupted bytes";
   }
   for (int i : {0, 1, 3, 5}) {
     StatusOr<std::string> read = spool_->ReadBody(ids[i]);
     ASSERT_OK(read.status());
-    EXPECT_EQ(*read, ledger.Body(ledger.acked().at(ids[i]))) << "untouched message " << i;
+    EXPECT_TRUE(SameBytes(*read, ledger.Body(ledger.acked().at(ids[i]))))
+        << "untouched message " << i;
   }
 }
 

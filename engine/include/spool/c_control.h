@@ -16,6 +16,18 @@
 extern "C" {
 #endif
 
+/* Runs `request_json` (one JSON object, no newline) on the spool `s` in this process, as
+ * its control socket's server would, and returns every response line, each ending in
+ * '\n', in *response_out (NUL-terminated; free with spool_free; NULL when nothing was
+ * answered). For an MTA's admin interface that shares the process with the spool.
+ * Returns 0 when the final line says "ok":true, -1 otherwise with the reply of the
+ * failure the final line names (501 5.5.4 for a malformed request, 451 4.3.0 for a
+ * filter that matches nothing, ...). Blocks for the whole request: a bulk change returns
+ * once every change it reports is durable. Thread-safe, like every call on `s` but
+ * spool_close. */
+int spool_control(spool_t* s, const char* request_json, char** response_out,
+                  spool_reply_t* err);
+
 /* Sends `request_json` (one JSON object, no newline) to the control socket of the
  * process that holds the spool over `dirs` (comma-separated shard directories; this
  * process too, when it has the spool open), waits for the answer and returns every
