@@ -217,7 +217,8 @@ class Spool {
   // Takes each shard's lock (unless read_only), checks the format version, replays the
   // log after the index checkpoint (recovering from a crash: a torn tail is cut off,
   // damage is logged with its location) and starts the background threads (per shard:
-  // index checkpoints, reclamation, scrubbing, re-probes; one worker thread).
+  // index checkpoints, reclamation, scrubbing, re-probes; one worker thread; with
+  // Options::control_socket, the control channel's server: spool/control.h).
   // Errors: kInvalidArgument (a bad option: see Options); kFailedPrecondition (a
   // directory that is not a spool and not empty, or missing when !create_if_missing or
   // read_only; a spool of a newer format version; a directory of another spool, or two
