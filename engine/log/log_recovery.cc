@@ -38,9 +38,14 @@ class ScanWindow {
  public:
   // `head_room`: the largest view (a record's footprint) the scan may ask for, a multiple
   // of kBlockSize. Reads stop at `limit`; `bytes` counts what was read.
-  ScanWindow(io::FileSystem* fs, io::File& file, uint64_t limit, size_t head_room, uint64_t* bytes)
-      : fs_(fs), file_(file), limit_(limit), head_room_(head_room), bytes_(bytes) {
-    for (AlignedBuffer& b : bufs_) b = AllocateAligned(head_room_ + kScanStep);
+  // `buffers` (allocated here if they are too small) must outlive the window.
+  ScanWindow(io::FileSystem* fs, io::File& file, uint64_t limit, size_t head_room, uint64_t* bytes,
+             AlignedBuffer (&buffers)[2], size_t* buffer_size)
+      : fs_(fs), file_(file), limit_(limit), head_room_(head_room), bytes_(bytes), bufs_(buffers) {
+    if (*buffer_size < head_room_ + kScanStep) {
+      *buffer_size = head_room_ + kScanStep;
+      for (AlignedBuffer& b : bufs_) b = AllocateAligned(*buffer_size);
+    }
   }
   ~ScanWindow() { WaitAhead().IgnoreError(); }  // the buffers must outlive the read
 
@@ -124,7 +129,7 @@ class ScanWindow {
   const uint64_t limit_;
   const size_t head_room_;
   uint64_t* const bytes_;
-  AlignedBuffer bufs_[2];
+  AlignedBuffer (&bufs_)[2];
   int cur_ = 0;
   const std::byte* data_ = nullptr;
   uint64_t win_off_ = 0;
@@ -216,7 +221,10 @@ StatusOr<std::unique_ptr<Log>> Log::Open(io::FileSystem* fs, const std::string& 
   if (report == nullptr) report = &local_report;
   std::unique_ptr<Log> log(new Log(fs, dir, options));
   std::vector<Record> survivors;
-  SPOOL_RETURN_IF_ERROR(log->Recover(visitor, report, &survivors));
+  log->recovery_buffers_ = std::make_unique<ScanBuffers>();
+  Status recovered = log->Recover(visitor, report, &survivors);
+  log->recovery_buffers_.reset();
+  SPOOL_RETURN_IF_ERROR(recovered);
   if (options.read_only) {
     // Nothing may be written: hand out the records past a torn tail where they are.
     for (const Record& r : survivors) {
@@ -421,8 +429,11 @@ Status Log::ScanSegment(Segment& seg, uint64_t limit, bool exact, const Location
                         uint64_t* last_batch, std::vector<Record>* survivors) {
   const uint64_t epoch = seg.seq;
   // Segments written with O_DIRECT are read with O_DIRECT too (see ReadSegment).
+  ScanBuffers local;
+  ScanBuffers& buffers = recovery_buffers_ != nullptr ? *recovery_buffers_ : local;
   ScanWindow window(fs_, seg.direct != nullptr ? *seg.direct : *seg.file, limit,
-                    AlignUp(options_.batch_capacity + kBlockSize, kBlockSize), &report->bytes);
+                    AlignUp(options_.batch_capacity + kBlockSize, kBlockSize), &report->bytes,
+                    buffers.bufs, &buffers.size);
   auto view = [&](uint64_t off, uint64_t n) { return window.View(off, n); };
   // Payload verdicts computed ahead by VerifyAhead, by offset; each is used once.
   std::unordered_map<uint64_t, bool> verdicts;
