@@ -673,20 +673,23 @@ TEST_F(SpoolCtlTest, HoldReleaseRequeueDeleteManyIds) {
   EXPECT_EQ(Lines(r.out).size(), 2u) << r.out;
 }
 
-TEST_F(SpoolCtlTest, SpoolHeldByAnotherProcess) {
+TEST_F(SpoolCtlTest, SpoolHeldByAProcessWithoutControlSocket) {
   const Filled f = Fill();
-  std::unique_ptr<Spool> writer = Open();
-  ASSERT_NE(writer, nullptr);
-  const std::string holder = "spool_ctl_test (pid " + std::to_string(getpid()) + ")";
+  Options o;
+  o.dirs = {spool_dir()};
+  o.lock_holder = "spool_ctl_test (pid " + std::to_string(getpid()) + ")";
+  o.control_socket = false;
+  StatusOr<std::unique_ptr<Spool>> writer = Spool::Open(o);
+  ASSERT_OK(writer.status());
   for (const char* cmd : {"hold", "release", "requeue", "delete"}) {
     CtlResult r = Ctl({cmd, f.plain.ToString()});
     EXPECT_EQ(r.code, ctl::kExitCannotOpen) << cmd << " " << r.err;
     ExpectOneErrorLine(r);
-    EXPECT_NE(r.err.find("held by " + holder), std::string::npos) << r.err;
+    EXPECT_NE(r.err.find("held by " + o.lock_holder), std::string::npos) << r.err;
   }
   // Read commands work beside the writer, with or without --read-only, and see what the
   // writer does.
-  ASSERT_OK(writer->Hold(f.plain));
+  ASSERT_OK((*writer)->Hold(f.plain));
   CtlResult r = Run({"--spool", spool_dir(), "--read-only", "list", "--ids"});
   EXPECT_EQ(r.code, 0) << r.err;
   EXPECT_EQ(Lines(r.out).size(), 4u);
@@ -703,7 +706,83 @@ TEST_F(SpoolCtlTest, SpoolHeldByAnotherProcess) {
   EXPECT_EQ(r.code, 0) << r.err;
   EXPECT_EQ(ParseJson(r.out)["messages"].Uint(), 4u);
   // The writer is unaffected.
-  ASSERT_OK(writer->Release(f.plain));
+  ASSERT_OK((*writer)->Release(f.plain));
+}
+
+// Beside a writer that serves the control socket (the default), every command works and
+// the writer makes the changes: the same output and exit codes as on a stopped spool.
+TEST_F(SpoolCtlTest, CommandsGoThroughTheControlSocketOfTheWriter) {
+  const Filled f = Fill();
+  std::unique_ptr<Spool> writer = Open();
+  ASSERT_NE(writer, nullptr);
+  CtlResult r = Ctl({"hold", f.plain.ToString(), f.strange.ToString()});
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_EQ(r.out, "");
+  StatusOr<MessageInfo> m = writer->Get(f.plain);
+  ASSERT_OK(m.status());
+  EXPECT_EQ(m->state, MessageState::kHeld);
+  // Live listings: the writer's own view.
+  r = Ctl({"list", "--state", "held", "--ids"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_EQ(Lines(r.out).size(), 3u) << r.out;
+  r = Ctl({"list", "--json"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  for (const std::string& line : Lines(r.out)) ParseJson(line);
+  EXPECT_EQ(Lines(r.out).size(), 4u);
+  r = Ctl({"list"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_EQ(Lines(r.out).size(), 5u) << r.out;
+  r = Ctl({"show", "--json", f.plain.ToString()});
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_EQ(ParseJson(r.out)["state"].str, "held");
+  r = Ctl({"show", f.plain.ToString()});
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_NE(r.out.find("state:         held"), std::string::npos) << r.out;
+  // Stats from the writer carry its counters and health.
+  r = Ctl({"stats", "--json"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  Json stats = ParseJson(r.out);
+  EXPECT_EQ(stats["messages"].Uint(), 4u);
+  EXPECT_FALSE(stats["read_only"].boolean);
+  r = Ctl({"stats"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_NE(r.out.find("messages:   4"), std::string::npos) << r.out;
+  r = Ctl({"stats", "--prometheus"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_NE(r.out.find("spool_enqueued_total"), std::string::npos) << r.out;
+
+  // Filters: a dry run counts, a filter matching nothing is an error that changes nothing.
+  r = Ctl({"release", "--state", "held", "--dry-run"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_NE(r.out.find("release: 3 messages would change"), std::string::npos) << r.out;
+  EXPECT_EQ(writer->Get(f.plain)->state, MessageState::kHeld);
+  r = Ctl({"delete", "--queue", "nosuch"});
+  EXPECT_EQ(r.code, ctl::kExitFailed);
+  ExpectOneErrorLine(r);
+  EXPECT_NE(r.err.find("no message matches"), std::string::npos) << r.err;
+  r = Ctl({"release", "--state", "held"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  EXPECT_EQ(writer->Get(f.plain)->state, MessageState::kQueued);
+  EXPECT_EQ(writer->Get(f.binary)->state, MessageState::kQueued);
+
+  // Unknown ids fail alone, as without the socket.
+  const MessageId unknown(f.big.time() + 1, f.big.tag());
+  r = Ctl({"delete", "bogus", f.binary.ToString(), unknown.ToString()});
+  EXPECT_EQ(r.code, ctl::kExitFailed);
+  std::vector<std::string> err = Lines(r.err);
+  ASSERT_EQ(err.size(), 3u) << r.err;
+  EXPECT_NE(err[0].find("'bogus' is not a message id"), std::string::npos) << err[0];
+  EXPECT_NE(err[1].find(unknown.ToString()), std::string::npos) << err[1];
+  EXPECT_NE(err[2].find("2 of 3 failed"), std::string::npos) << err[2];
+  EXPECT_EQ(writer->Get(f.binary).status().code(), Code::kNotFound);
+  r = Ctl({"delete", "--all"});
+  ASSERT_EQ(r.code, 0) << r.err;
+  r = Ctl({"list", "--ids"});
+  EXPECT_EQ(r.out, "");
+  // Usage: ids and a filter together, or neither.
+  EXPECT_EQ(Ctl({"hold", "--queue", "q", f.plain.ToString()}).code, ctl::kExitUsage);
+  EXPECT_EQ(Ctl({"hold"}).code, ctl::kExitUsage);
+  EXPECT_EQ(Ctl({"hold", "--all", "--queue", "q"}).code, ctl::kExitUsage);
 }
 
 TEST_F(SpoolCtlTest, StatsJsonPrometheusAndText) {

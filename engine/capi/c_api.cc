@@ -205,17 +205,15 @@ StatusOr<Spool*> SpoolOf(const char* function, spool_t* s) {
   return s->spool.get();
 }
 
-namespace {
-
-StatusOr<std::vector<std::string>> SplitDirs(const char* dirs) {
-  if (dirs == nullptr) return Invalid("spool_open", "dirs is NULL");
+StatusOr<std::vector<std::string>> SplitDirs(const char* function, const char* dirs) {
+  if (dirs == nullptr) return Invalid(function, "dirs is NULL");
   std::vector<std::string> out;
   std::string_view rest(dirs);
   for (;;) {
     const size_t comma = rest.find(',');
     std::string_view dir = rest.substr(0, comma);
     if (dir.empty()) {
-      return Invalid("spool_open",
+      return Invalid(function,
                      ("empty directory name in dirs \"" + std::string(dirs) + "\"").c_str());
     }
     out.emplace_back(dir);
@@ -225,10 +223,12 @@ StatusOr<std::vector<std::string>> SplitDirs(const char* dirs) {
   return out;
 }
 
+namespace {
+
 spool_t* Open(const char* dirs, const spool_options_t* o, spool_reply_t* err) {
   spool_t* result = nullptr;
   Guard(err, [&]() -> int {
-    StatusOr<std::vector<std::string>> list = SplitDirs(dirs);
+    StatusOr<std::vector<std::string>> list = SplitDirs("spool_open", dirs);
     if (!list.ok()) return Fail(list.status(), err);
     spool::Options options = o != nullptr ? o->options : spool::Options();
     options.dirs = std::move(*list);

@@ -7,6 +7,7 @@
 //   c_api_async.cc  asynchronous calls and their completions (the completion fd)
 //   c_api_queue.cc  envelope and state, state updates, scans, admission, health,
 //                   statistics and metrics
+//   c_api_control.cc  the control channel (spool/c_control.h)
 //
 // Every entry point catches what the C++ side may throw (std::bad_alloc) and turns it into
 // a -1 with a reply (Guard): no exception crosses into C. Failures are recorded per thread
@@ -24,6 +25,7 @@
 #include <string>
 #include <string_view>
 #include <utility>
+#include <vector>
 
 #include "spool/c.h"
 #include "spool/message_id.h"
@@ -55,6 +57,8 @@ int Guard(spool_reply_t* err, F&& body) {
   }
 }
 
+// The directories of a comma-separated `dirs` (none empty).
+StatusOr<std::vector<std::string>> SplitDirs(const char* function, const char* dirs);
 // Arguments: a message id's text, an output buffer for one, an envelope, a body.
 StatusOr<MessageId> ParseId(const char* function, const char* id);
 Status CheckIdBuffer(const char* function, const char* id_out, size_t id_out_len);

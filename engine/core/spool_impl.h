@@ -193,6 +193,13 @@ struct Shard {
 
 class SpoolImpl;
 
+// Something started beside a spool that calls it (the control channel's server): the
+// spool owns it and destroys it first when it closes, before anything else of the close.
+class Attachment {
+ public:
+  virtual ~Attachment() = default;
+};
+
 // A streamed message (Spool::BeginMessage): its body goes to the log in chunks as it
 // arrives, the commit record makes it a message. Defined in spool_write.cc.
 class BodyWriterImpl : public BodyWriter {
@@ -228,6 +235,11 @@ class SpoolImpl : public Spool {
   ~SpoolImpl() override;
 
   Status Init();
+  // Hands `attachment` to the spool, which destroys it first when it closes. REQUIRES:
+  // called once, right after Init, before the spool is shared.
+  void Attach(std::unique_ptr<Attachment> attachment) { attachment_ = std::move(attachment); }
+  // The directory of the lowest-numbered shard (shard 0 of a whole spool).
+  const std::string& FirstShardDir() const { return by_number_.begin()->second->dir; }
   // As after a crash: the index is not flushed at close.
   void SetCrashOnClose() { crash_on_close_ = true; }
   void FailIndexWritesForTest(size_t shard, Status status) {
@@ -375,6 +387,8 @@ class SpoolImpl : public Spool {
   // runs it in order, and drains it at close.
   std::deque<std::function<void()>> big_queue_ ABSL_GUARDED_BY(mu_);
   std::vector<std::thread> threads_;
+  // What Attach gave (the control channel's server): destroyed first by the destructor.
+  std::unique_ptr<Attachment> attachment_;
   bool crash_on_close_ = false;
 };
 

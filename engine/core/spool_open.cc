@@ -1,5 +1,6 @@
-// Open and recovery: Spool::Open, a shard's marker and open, the replay of the log into
-// the index after the checkpoint, the close; RebuildIndex.
+// Open and recovery: the spool's open (Spool::Open, in control/open.cc, adds the control
+// channel's server), a shard's marker and open, the replay of the log into the index after
+// the checkpoint, the close; RebuildIndex.
 
 #include <unistd.h>
 
@@ -232,6 +233,7 @@ Status SpoolImpl::Replay(Shard& shard, const log::Record& r, index::Index::Batch
 }
 
 SpoolImpl::~SpoolImpl() {
+  attachment_.reset();  // it calls this spool (the control channel's requests)
   {
     MutexLock l(&mu_);
     closing_ = true;
@@ -253,10 +255,6 @@ StatusOr<std::unique_ptr<Spool>> OpenWithFileSystem(const Options& options, io::
 }
 
 }  // namespace internal
-
-StatusOr<std::unique_ptr<Spool>> Spool::Open(const Options& options) {
-  return internal::OpenWithFileSystem(options, nullptr);
-}
 
 Status RebuildIndex(const Options& options) {
   if (options.read_only) return InvalidArgumentError("rebuilding the index needs write access");
@@ -284,6 +282,7 @@ Status RebuildIndex(const Options& options) {
   locks.clear();
   Options o = options;
   o.create_if_missing = false;
+  o.control_socket = false;  // opened only to replay
   SPOOL_ASSIGN_OR_RETURN(std::unique_ptr<Spool> spool, Spool::Open(o));
   spool.reset();
   Log(LogLevel::kInfo, "index rebuilt from the log; the previous index was kept as index" + suffix);

@@ -154,4 +154,12 @@ StatusOr<std::unique_ptr<FileSystem>> NewFileSystem(Backend backend) {
   return InvalidArgumentError("unknown I/O backend " + std::to_string(static_cast<int>(backend)));
 }
 
+Status FileSystem::ReadBatch(File& file, std::span<ReadOp> ops) {
+  for (ReadOp& op : ops) {
+    SPOOL_RETURN_IF_ERROR(
+        Read(file, op.offset, {static_cast<std::byte*>(op.data), op.size}, &op.bytes_read));
+  }
+  return Status::Ok();
+}
+
 }  // namespace spool::io

@@ -102,6 +102,15 @@ struct WriteOp {
   size_t size = 0;
 };
 
+// One read of a batch (FileSystem::ReadBatch). The memory must stay valid until
+// ReadBatch returns.
+struct ReadOp {
+  uint64_t offset = 0;
+  void* data = nullptr;
+  size_t size = 0;
+  size_t bytes_read = 0;  // set by ReadBatch: short only at end of file
+};
+
 enum class Sync {
   kNone,  // no sync after the writes
   kData,  // fdatasync after every write of the batch completed (linked on io_uring)
@@ -150,6 +159,12 @@ class FileSystem {
   // Reads up to out.size() bytes at `offset`; *bytes_read is short only at end of file.
   virtual Status Read(File& file, uint64_t offset, std::span<std::byte> out,
                       size_t* bytes_read) = 0;
+
+  // Reads every op of `ops`, as Read does each, with as many of them in flight at once as
+  // the backend allows (io_uring: a ring's worth; here: one after another), so that a
+  // scan keeps the device busy. On error the contents of every op's buffer are unknown.
+  // REQUIRES: for an O_DIRECT file, aligned offsets, sizes and buffers (OpenOptions).
+  virtual Status ReadBatch(File& file, std::span<ReadOp> ops);
 
   // Current size of the file in bytes.
   virtual StatusOr<uint64_t> Size(File& file) = 0;

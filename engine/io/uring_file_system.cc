@@ -345,4 +345,62 @@ Status UringFileSystem::Read(File& file, uint64_t offset, std::span<std::byte> o
   return Status::Ok();
 }
 
+Status UringFileSystem::ReadBatch(File& file, std::span<ReadOp> ops) {
+  SPOOL_ASSIGN_OR_RETURN(PosixFile * posix, AsPosixFile(file));
+  std::deque<size_t> to_submit;  // ops not yet full and not at end of file
+  for (size_t i = 0; i < ops.size(); ++i) {
+    ops[i].bytes_read = 0;
+    if (ops[i].size > 0) to_submit.push_back(i);
+  }
+  if (to_submit.empty()) return Status::Ok();
+  SPOOL_ASSIGN_OR_RETURN(std::unique_ptr<Ring> acquired, AcquireRing(file.path()));
+  RingLease lease(this, std::move(acquired));
+  io_uring* ring = lease.ring();
+  Status status;
+  int stalled_rounds = 0;
+  int last_retry_errno = 0;
+  while (!to_submit.empty()) {
+    const size_t round = std::min<size_t>(to_submit.size(), ring_entries_);
+    for (size_t k = 0; k < round; ++k) {
+      const size_t i = to_submit.front();
+      to_submit.pop_front();
+      ReadOp& op = ops[i];
+      io_uring_sqe* sqe = io_uring_get_sqe(ring);
+      if (sqe == nullptr) return NoSqe(lease, file.path());
+      const size_t n = std::min(op.size - op.bytes_read, kMaxSqeBytes);
+      io_uring_prep_read(sqe, posix->fd(), static_cast<char*>(op.data) + op.bytes_read,
+                         static_cast<unsigned>(n), op.offset + op.bytes_read);
+      io_uring_sqe_set_data64(sqe, i);
+    }
+    bool progress = false;
+    bool broken = false;
+    Status reaped = SubmitAndReap(
+        ring, static_cast<unsigned>(round), file.path(), &broken, [&](uint64_t i, int res) {
+          ReadOp& op = ops[i];
+          if (res > 0) {
+            op.bytes_read += std::min(static_cast<size_t>(res), op.size - op.bytes_read);
+            progress = true;
+            if (op.bytes_read < op.size) to_submit.push_back(i);
+          } else if (res == 0) {
+            progress = true;  // end of file: the op is done
+          } else if (IsResubmittable(res)) {
+            last_retry_errno = -res;
+            to_submit.push_back(i);
+          } else if (status.ok()) {
+            status = ErrnoToStatus(-res, "read", file.path());
+          }
+        });
+    if (broken) lease.Discard();
+    if (!reaped.ok()) return reaped;
+    if (!status.ok()) return status;  // every SQE of the round has completed
+    if (progress) {
+      stalled_rounds = 0;
+    } else if (++stalled_rounds >= kMaxStalledRounds) {
+      return ErrnoToStatus(last_retry_errno != 0 ? last_retry_errno : ECANCELED,
+                           "read (no progress after repeated resubmission)", file.path());
+    }
+  }
+  return Status::Ok();
+}
+
 }  // namespace spool::io

@@ -3,7 +3,7 @@
 // and one wait instead of a pwrite per record plus an fdatasync.
 //
 // Everything off the data path (open, size, zero-fill, truncate, directories, space, locks)
-// is inherited from PosixFileSystem; only WriteBatch, SyncData and Read use rings.
+// is inherited from PosixFileSystem; only WriteBatch, SyncData, Read and ReadBatch use rings.
 
 #ifndef SPOOL_IO_URING_FILE_SYSTEM_H_
 #define SPOOL_IO_URING_FILE_SYSTEM_H_
@@ -55,6 +55,9 @@ class UringFileSystem : public PosixFileSystem {
   Status SyncData(File& file) override;
   // IORING_OP_READ until `out` is full or end of file.
   Status Read(File& file, uint64_t offset, std::span<std::byte> out, size_t* bytes_read) override;
+  // One IORING_OP_READ per op, a ring's worth in flight at once; short reads are
+  // continued until the op is full or at end of file.
+  Status ReadBatch(File& file, std::span<ReadOp> ops) override;
 
  private:
   class Ring;

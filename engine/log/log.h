@@ -254,6 +254,7 @@ class Log {
   struct Segment;
   struct Batch;
   struct Waiter;
+  struct ScanBuffers;
 
   // ---- Open and recovery (log_recovery.cc) -----------------------------------------------
 
@@ -373,6 +374,10 @@ class Log {
 
   std::vector<std::thread> io_workers_;
   std::thread preallocator_;
+  // The scan window's buffers, reused from segment to segment while Recover runs (memory
+  // touched for the first time is slow to read on some virtual machines); freed when it
+  // ends. Used by the thread that runs Open only.
+  std::unique_ptr<ScanBuffers> recovery_buffers_;
 };
 
 // "seg-00000012"

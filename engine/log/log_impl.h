@@ -73,6 +73,12 @@ struct Log::Segment {
   io::File& writer() { return direct ? *direct : *file; }
 };
 
+// The two buffers of a segment scan's window (log_recovery.cc), each `size` bytes.
+struct Log::ScanBuffers {
+  AlignedBuffer bufs[2];
+  size_t size = 0;
+};
+
 // One AppendAsync call's records in a batch and the callback that answers it.
 struct Log::Waiter {
   AppendCallback done;

@@ -5,8 +5,11 @@
 
 #include <algorithm>
 #include <cstring>
+#include <future>
 #include <map>
 #include <thread>
+#include <unordered_map>
+#include <vector>
 
 #include "log/log.h"
 #include "log/log_impl.h"
@@ -14,9 +17,179 @@
 namespace spool::log {
 namespace {
 
-// A segment is scanned through a window of this many bytes, or of a batch and a block if
-// that is larger, so that a whole record always fits in it.
-constexpr size_t kMinScanWindow = 8u << 20;
+// A segment is scanned through a window that moves forward this many bytes at a time; the
+// next step is read while the scan verifies the current one.
+constexpr size_t kScanStep = 8u << 20;
+// Each step is read as pieces of this size, all in flight at once (io_uring), so that the
+// device sees a queue of reads rather than one at a time.
+constexpr size_t kScanReadPiece = 1u << 20;
+// Payload checksums are verified on up to this many threads, each given at least this
+// many bytes to hash.
+constexpr size_t kVerifyThreads = 4;
+constexpr uint64_t kVerifyMinBytesPerThread = 1u << 20;
+
+// A forward-moving view of a segment's bytes for ScanSegment: View(off, n) makes
+// [off, off + n) readable in memory. The next step of the segment is read ahead on
+// another thread while the caller verifies the current one, in pieces read in parallel;
+// with an O_DIRECT file the bytes go from the device into the window with no copy through
+// the page cache. A view that moves backwards, or jumps past what was read ahead, reads
+// synchronously. Thread-compatible (one scan).
+class ScanWindow {
+ public:
+  // `head_room`: the largest view (a record's footprint) the scan may ask for, a multiple
+  // of kBlockSize. Reads stop at `limit`; `bytes` counts what was read.
+  // `buffers` (allocated here if they are too small) must outlive the window.
+  ScanWindow(io::FileSystem* fs, io::File& file, uint64_t limit, size_t head_room, uint64_t* bytes,
+             AlignedBuffer (&buffers)[2], size_t* buffer_size)
+      : fs_(fs), file_(file), limit_(limit), head_room_(head_room), bytes_(bytes), bufs_(buffers) {
+    if (*buffer_size < head_room_ + kScanStep) {
+      *buffer_size = head_room_ + kScanStep;
+      for (AlignedBuffer& b : bufs_) b = AllocateAligned(*buffer_size);
+    }
+  }
+  ~ScanWindow() { WaitAhead().IgnoreError(); }  // the buffers must outlive the read
+
+  // The bytes in memory from `off` on (0 if `off` is outside the window).
+  size_t InMemory(uint64_t off) const {
+    return off >= win_off_ && off < win_off_ + win_len_ ? win_off_ + win_len_ - off : 0;
+  }
+
+  // [off, off + n) in memory, or nullptr if the file (or the limit) ends first or the view
+  // is larger than head_room + kScanStep.
+  StatusOr<const std::byte*> View(uint64_t off, uint64_t n) {
+    if (off >= win_off_ && off + n <= win_off_ + win_len_) return data_ + (off - win_off_);
+    const uint64_t start = off / kBlockSize * kBlockSize;
+    if (off + n - start > head_room_ + kScanStep) return static_cast<const std::byte*>(nullptr);
+    const uint64_t win_end = win_off_ + win_len_;
+    const uint64_t tail = win_end - start;
+    if (ahead_.valid() && ahead_off_ == win_end && start >= win_off_ && start <= win_end &&
+        tail <= head_room_) {
+      // Step forward: the bytes still needed of this window go in front of the next step.
+      SPOOL_RETURN_IF_ERROR(WaitAhead());
+      std::byte* next = bufs_[1 - cur_].get();
+      std::memcpy(next + head_room_ - tail, data_ + (start - win_off_), tail);
+      cur_ = 1 - cur_;
+      data_ = next + head_room_ - tail;
+      win_off_ = start;
+      win_len_ = tail + ahead_got_;
+    } else {
+      // Anywhere else: read it now, from `start`.
+      SPOOL_RETURN_IF_ERROR(WaitAhead());
+      std::byte* to = bufs_[cur_].get();
+      data_ = to;
+      win_off_ = start;
+      win_len_ = 0;
+      size_t got = 0;
+      SPOOL_RETURN_IF_ERROR(ReadAt(to, start, head_room_ + kScanStep, &got));
+      win_len_ = got;
+    }
+    StartAhead();
+    if (off + n > win_off_ + win_len_) return static_cast<const std::byte*>(nullptr);
+    return data_ + (off - win_off_);
+  }
+
+ private:
+  // Reads up to `len` bytes at `offset` (stopping at the limit, rounded up to a block)
+  // into `to`, in pieces read in parallel; *got is what is valid below the limit.
+  Status ReadAt(std::byte* to, uint64_t offset, size_t len, size_t* got) {
+    *got = 0;
+    const uint64_t end = std::min<uint64_t>(offset + len, AlignUp(limit_, kBlockSize));
+    if (end <= offset) return Status::Ok();
+    std::vector<io::ReadOp> ops;
+    for (uint64_t o = offset; o < end; o += kScanReadPiece) {
+      ops.push_back(
+          {o, to + (o - offset), static_cast<size_t>(std::min<uint64_t>(kScanReadPiece, end - o))});
+    }
+    SPOOL_RETURN_IF_ERROR(fs_->ReadBatch(file_, ops));
+    for (const io::ReadOp& op : ops) {
+      *got += op.bytes_read;
+      if (op.bytes_read < op.size) break;  // end of file
+    }
+    *got = static_cast<size_t>(std::min<uint64_t>(*got, limit_ > offset ? limit_ - offset : 0));
+    *bytes_ += *got;
+    return Status::Ok();
+  }
+
+  // Reads the step after the window into the other buffer, on another thread.
+  void StartAhead() {
+    ahead_off_ = win_off_ + win_len_;
+    if (ahead_off_ % kBlockSize != 0 || ahead_off_ >= limit_) return;  // nothing more
+    std::byte* to = bufs_[1 - cur_].get() + head_room_;
+    ahead_ = std::async(std::launch::async, [this, to, off = ahead_off_] {
+      return ReadAt(to, off, kScanStep, &ahead_got_);
+    });
+  }
+  Status WaitAhead() {
+    if (!ahead_.valid()) return Status::Ok();
+    return ahead_.get();
+  }
+
+  io::FileSystem* const fs_;
+  io::File& file_;
+  const uint64_t limit_;
+  const size_t head_room_;
+  uint64_t* const bytes_;
+  AlignedBuffer (&bufs_)[2];
+  int cur_ = 0;
+  const std::byte* data_ = nullptr;
+  uint64_t win_off_ = 0;
+  size_t win_len_ = 0;
+  std::future<Status> ahead_;
+  uint64_t ahead_off_ = 0;
+  size_t ahead_got_ = 0;
+};
+
+// Verifies the payload checksums of the records that follow each other in memory from
+// `first` (an intact header of epoch `epoch` at segment offset `offset`), spread over up
+// to kVerifyThreads threads, and records each verdict in *verdicts by offset. The scan
+// then finds its records' verdicts there instead of hashing them one after another.
+void VerifyAhead(const std::byte* first, uint64_t offset, size_t in_memory, uint64_t epoch,
+                 uint64_t limit, std::unordered_map<uint64_t, bool>* verdicts) {
+  struct Pending {
+    uint64_t offset;
+    const std::byte* record;
+    RecordHeader header;
+  };
+  std::vector<Pending> pending;
+  uint64_t bytes = 0;
+  for (size_t at = 0; at + sizeof(RecordHeader) <= in_memory;) {
+    RecordHeader h{};
+    if (DecodeRecordHeader(first + at, epoch, limit - (offset + at), &h) != HeaderState::kValid) {
+      break;  // the scan finds out what this is itself
+    }
+    const uint64_t footprint = RecordFootprint(h.payload_size);
+    if (at + footprint > in_memory) break;
+    pending.push_back({offset + at, first + at, h});
+    bytes += h.payload_size;
+    at += footprint;
+  }
+  const size_t threads =
+      std::min<size_t>({kVerifyThreads, std::max(1u, std::thread::hardware_concurrency()),
+                        static_cast<size_t>(bytes / kVerifyMinBytesPerThread) + 1, pending.size()});
+  std::vector<char> intact(pending.size(), 0);
+  // Each thread takes a contiguous run of records of about bytes / threads.
+  const auto work = [&](size_t begin, size_t end) {
+    for (size_t i = begin; i < end; ++i) {
+      const Pending& p = pending[i];
+      intact[i] = PayloadIntact(
+          p.header, {p.record + sizeof(RecordHeader), static_cast<size_t>(p.header.payload_size)});
+    }
+  };
+  std::vector<std::future<void>> helpers;
+  size_t begin = 0;
+  uint64_t done_bytes = 0;
+  for (size_t t = 1; t < threads; ++t) {
+    size_t end = begin;
+    const uint64_t target = bytes * t / threads;
+    while (end < pending.size() && done_bytes < target)
+      done_bytes += pending[end++].header.payload_size;
+    helpers.push_back(std::async(std::launch::async, work, begin, end));
+    begin = end;
+  }
+  work(begin, pending.size());
+  for (auto& h : helpers) h.get();
+  for (size_t i = 0; i < pending.size(); ++i) (*verdicts)[pending[i].offset] = intact[i] != 0;
+}
 
 }  // namespace
 
@@ -48,7 +221,10 @@ StatusOr<std::unique_ptr<Log>> Log::Open(io::FileSystem* fs, const std::string& 
   if (report == nullptr) report = &local_report;
   std::unique_ptr<Log> log(new Log(fs, dir, options));
   std::vector<Record> survivors;
-  SPOOL_RETURN_IF_ERROR(log->Recover(visitor, report, &survivors));
+  log->recovery_buffers_ = std::make_unique<ScanBuffers>();
+  Status recovered = log->Recover(visitor, report, &survivors);
+  log->recovery_buffers_.reset();
+  SPOOL_RETURN_IF_ERROR(recovered);
   if (options.read_only) {
     // Nothing may be written: hand out the records past a torn tail where they are.
     for (const Record& r : survivors) {
@@ -252,26 +428,15 @@ Status Log::ScanSegment(Segment& seg, uint64_t limit, bool exact, const Location
                         const RecoveryVisitor& visitor, RecoveryReport* report, uint64_t* end,
                         uint64_t* last_batch, std::vector<Record>* survivors) {
   const uint64_t epoch = seg.seq;
-  const size_t view_size = std::max<size_t>(kMinScanWindow, options_.batch_capacity + kBlockSize);
-  // Windows start on block boundaries and the buffer is aligned, so that reads of O_DIRECT
-  // segments land in it directly (no bounce buffer, no copy, no zero-fill).
-  AlignedBuffer buf = AllocateAligned(view_size);
-  uint64_t win_off = 0;
-  size_t win_len = 0;
-  // Makes [off, off + n) readable in buf; nullptr if the file ends first.
-  auto view = [&](uint64_t off, uint64_t n) -> StatusOr<const std::byte*> {
-    if (off >= win_off && off + n <= win_off + win_len) return buf.get() + (off - win_off);
-    const uint64_t start = off / kBlockSize * kBlockSize;
-    if (off + n - start > view_size) return static_cast<const std::byte*>(nullptr);
-    win_off = start;
-    const uint64_t want = std::min<uint64_t>(view_size, AlignUp(limit, kBlockSize) - start);
-    SPOOL_RETURN_IF_ERROR(
-        ReadSegment(seg, start, {buf.get(), static_cast<size_t>(want)}, &win_len));
-    win_len = static_cast<size_t>(std::min<uint64_t>(win_len, limit - start));
-    report->bytes += win_len;
-    if (off + n > win_off + win_len) return static_cast<const std::byte*>(nullptr);
-    return buf.get() + (off - win_off);
-  };
+  // Segments written with O_DIRECT are read with O_DIRECT too (see ReadSegment).
+  ScanBuffers local;
+  ScanBuffers& buffers = recovery_buffers_ != nullptr ? *recovery_buffers_ : local;
+  ScanWindow window(fs_, seg.direct != nullptr ? *seg.direct : *seg.file, limit,
+                    AlignUp(options_.batch_capacity + kBlockSize, kBlockSize), &report->bytes,
+                    buffers.bufs, &buffers.size);
+  auto view = [&](uint64_t off, uint64_t n) { return window.View(off, n); };
+  // Payload verdicts computed ahead by VerifyAhead, by offset; each is used once.
+  std::unordered_map<uint64_t, bool> verdicts;
   // The first block boundary after `from` holding an intact header of this epoch whose
   // batch is newer than `after_batch` and, with `acked` > 0, that was placed when batch
   // `acked` had been acknowledged; 0 if none.
@@ -331,8 +496,17 @@ Status Log::ScanSegment(Segment& seg, uint64_t limit, bool exact, const Location
     if (st == HeaderState::kValid) {
       const uint64_t footprint = RecordFootprint(h.payload_size);
       SPOOL_ASSIGN_OR_RETURN(const std::byte* r, view(pos, footprint));
-      if (r != nullptr &&
-          PayloadIntact(h, {r + sizeof(RecordHeader), static_cast<size_t>(h.payload_size)})) {
+      bool intact = false;
+      if (r != nullptr) {
+        auto it = verdicts.find(pos);
+        if (it == verdicts.end()) {
+          VerifyAhead(r, pos, window.InMemory(pos), epoch, limit, &verdicts);
+          it = verdicts.find(pos);
+        }
+        intact = it != verdicts.end() && it->second;
+        if (it != verdicts.end()) verdicts.erase(it);
+      }
+      if (intact) {
         const bool wanted =
             visitor && (seg.seq > from.segment || (seg.seq == from.segment && pos >= from.offset));
         if (h.type != static_cast<uint8_t>(RecordType::kPadding) && (wanted || in_torn_tail)) {

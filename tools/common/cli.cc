@@ -1,5 +1,6 @@
 #include "tools/common/cli.h"
 
+#include <algorithm>
 #include <cstdio>
 
 namespace spool::cli {
@@ -41,6 +42,21 @@ std::string ParseSpoolDirs(std::string_view list, std::vector<std::string>* dirs
     if (comma == std::string_view::npos) return "";
     start = comma + 1;
   }
+}
+
+void DrawProgress(std::string_view tool, uint64_t done, uint64_t total, std::string_view figures) {
+  constexpr int kWidth = 30;
+  const double f = total == 0 ? 1.0 : std::min(1.0, static_cast<double>(done) / total);
+  const int filled = static_cast<int>(f * kWidth);
+  std::string line = "\r" + std::string(tool) + ": [";
+  for (int i = 0; i < kWidth; ++i) line += i < filled ? '#' : '.';
+  char percent[16];
+  std::snprintf(percent, sizeof(percent), "] %3d%%  ", static_cast<int>(f * 100));
+  line += percent;
+  line += figures;
+  if (done >= total) line += "\r\033[K";
+  std::fwrite(line.data(), 1, line.size(), stderr);
+  std::fflush(stderr);
 }
 
 }  // namespace spool::cli

@@ -18,8 +18,9 @@ inline constexpr int kExitOk = 0;
 inline constexpr int kExitFailed = 1;
 // The command line is wrong: unknown command or option, missing argument, bad value.
 inline constexpr int kExitUsage = 2;
-// The spool cannot be opened: missing, not a spool, held by another process (for the
-// mutating commands), unreadable.
+// The spool cannot be reached: missing, not a spool, unreadable, held by a process that
+// serves no control socket (for the mutating commands), or its control socket refuses
+// this user.
 inline constexpr int kExitCannotOpen = 3;
 
 // Runs `spool-ctl` with the command line `argv`: reads message ids from stdin for an

@@ -161,16 +161,8 @@ void PrintError(std::string_view message) { cli::PrintError(kTool, message); }
 
 // "[#######.............]  35%  712/2048 MB" on one terminal line, redrawn.
 void DrawProgress(uint64_t done, uint64_t total) {
-  constexpr int kWidth = 30;
-  const double f = total == 0 ? 1.0 : std::min(1.0, static_cast<double>(done) / total);
-  char bar[kWidth + 1];
-  const int filled = static_cast<int>(f * kWidth);
-  for (int i = 0; i < kWidth; ++i) bar[i] = i < filled ? '#' : '.';
-  bar[kWidth] = '\0';
-  std::fprintf(stderr, "\r%s: [%s] %3d%%  %" PRIu64 "/%" PRIu64 " MB", kTool, bar,
-               static_cast<int>(f * 100), done >> 20, total >> 20);
-  if (done >= total) std::fprintf(stderr, "\r\033[K");
-  std::fflush(stderr);
+  cli::DrawProgress(kTool, done, total,
+                    std::to_string(done >> 20) + "/" + std::to_string(total >> 20) + " MB");
 }
 
 }  // namespace

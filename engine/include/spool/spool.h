@@ -117,6 +117,11 @@ struct Options {
   // Text written into each shard's LOCK file, naming this process to a second opener
   // (whose Open fails with kFailedPrecondition quoting it). Empty: "pid <pid>".
   std::string lock_holder;
+  // Serve the control channel (spool/control.h): a UNIX socket in shard 0's directory over
+  // which the spool's owner holds, releases, requeues, deletes and lists messages while
+  // this process has the spool open (spool-ctl uses it). Not on a read-only open. A socket
+  // that cannot be set up is logged as a warning; the spool opens without it.
+  bool control_socket = true;
 };
 
 struct Envelope {
@@ -219,7 +224,8 @@ class Spool {
   // Takes each shard's lock (unless read_only), checks the format version, replays the
   // log after the index checkpoint (recovering from a crash: a torn tail is cut off,
   // damage is logged with its location) and starts the background threads (per shard:
-  // index checkpoints, reclamation, scrubbing, re-probes; one worker thread).
+  // index checkpoints, reclamation, scrubbing, re-probes; one worker thread; with
+  // Options::control_socket, the control channel's server: spool/control.h).
   // Errors: kInvalidArgument (a bad option: see Options); kFailedPrecondition (a
   // directory that is not a spool and not empty, or missing when !create_if_missing or
   // read_only; a spool of a newer format version; a directory of another spool, or two
