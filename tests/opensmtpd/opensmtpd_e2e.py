@@ -217,8 +217,9 @@ class Smtpd:
 
     def start(self):
         log = open(self.log_path, "ab")
+        start = log.tell()
         self.proc = subprocess.Popen(
-            [os.path.join(OSMTPD, "usr/sbin/smtpd"), "-d", "-f", self.conf,
+            [os.path.join(OSMTPD, "usr/sbin/smtpd"), "-d", "-v", "-f", self.conf,
              "-B", "queue=spool:" + self.spool_arg],
             stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=self.work)
         log.close()
@@ -233,12 +234,12 @@ class Smtpd:
                 return False
         wait_until(ready, what="smtpd to listen")
         # The walk of the queue at start-up runs beside new mail: let it finish.
-        wait_until(lambda: "done loading queue" in self.log() or "queue-spool" in self.log(),
-                   what="the queue walk")
+        wait_until(lambda: "done loading queue" in self.log(start), what="the queue walk")
         return self
 
-    def log(self):
+    def log(self, start=0):
         with open(self.log_path, "rb") as f:
+            f.seek(start)
             return f.read().decode(errors="replace")
 
     def stop(self):
@@ -336,18 +337,40 @@ class OpenSmtpdTest(unittest.TestCase):
         self.assertEqual(out.returncode, 0, out.stderr)
         return [json.loads(l) for l in out.stdout.decode().splitlines()]
 
+    def bodies_in_spool(self):
+        ids = set()
+        for m in self.spool_list():
+            body = subprocess.run([CTL, "--spool", self.spool, "--read-only", "cat", m["id"]],
+                                  capture_output=True).stdout
+            ids.add(re.search(rb"X-Test-Id: (\S+)", body).group(1).decode())
+        return ids
+
     def fsck(self, *args):
         return subprocess.run([FSCK, "--spool", self.spool, *args], capture_output=True,
                               text=True, timeout=TIMEOUT)
 
-    def assert_fsck_clean(self):
+    def assert_fsck_clean(self, allowed=()):
+        """spool-fsck finds nothing wrong, or only errors of the `allowed` kinds."""
         r = self.fsck()
-        self.assertEqual(r.returncode, 0, r.stdout + r.stderr)
+        backend_log = "".join(l + "\n" for l in self.smtpd.log().splitlines() if "queue-spool" in l)
+        found = re.findall(r"^(?:error|warning) (\w+):", r.stdout, re.M)
+        if allowed and found and set(found) <= set(allowed):
+            return
+        self.assertEqual(r.returncode, 0, r.stdout + r.stderr + "\nbackend log:\n" + backend_log)
 
     def wait_delivered(self, ids, timeout=TIMEOUT):
+        """Waits for `ids` at the sink, asking smtpd to retry now every few seconds (its
+        own back-off after a deferral is minutes)."""
+        last = [0]
+
         def done():
             got = set(self.sink.test_ids())
-            return all(i in got for i in ids)
+            if all(i in got for i in ids):
+                return True
+            if time.monotonic() - last[0] > 3:
+                self.schedule_all()
+                last[0] = time.monotonic()
+            return False
         try:
             wait_until(done, timeout, "deliveries")
         except AssertionError:
@@ -485,14 +508,6 @@ class CrashTest(OpenSmtpdTest):
             t.join(TIMEOUT)
         return acked
 
-    def bodies_in_spool(self):
-        ids = set()
-        for m in self.spool_list():
-            body = subprocess.run([CTL, "--spool", self.spool, "--read-only", "cat", m["id"]],
-                                  capture_output=True).stdout
-            ids.add(re.search(rb"X-Test-Id: (\S+)", body).group(1).decode())
-        return ids
-
     def test_kill_9_of_backend_and_of_smtpd_mid_load(self):
         acked_all = []
         for round_name in ("backend", "smtpd"):
@@ -582,13 +597,22 @@ class FullDiskTest(OpenSmtpdTest):
             data = make_message("full%d" % n, "alice@" + DOMAIN, [rcpt], big)
             try:
                 with smtplib.SMTP("127.0.0.1", self.smtpd.port, timeout=TIMEOUT) as c:
+                    c.ehlo()
                     code, msg = c.mail("alice@" + DOMAIN)
                     if code != 250:
                         refused_at = ("MAIL", code, msg)
                         break
-                    c.rcpt(rcpt)
-                    c.data(data)
+                    code, msg = c.rcpt(rcpt)
+                    if code != 250:
+                        refused_at = ("RCPT", code, msg)
+                        break
+                    code, msg = c.data(data)
                     acked.append("full%d" % n)
+            except smtplib.SMTPDataError as e:
+                # The disk filled between MAIL and the end of DATA: the commit failed,
+                # nothing was acknowledged; the next MAIL is refused.
+                self.assertEqual(e.smtp_code, 421, e.smtp_error)
+                continue
             except smtplib.SMTPServerDisconnected:
                 refused_at = ("disconnect", 0, b"")
                 break
@@ -598,13 +622,17 @@ class FullDiskTest(OpenSmtpdTest):
         self.assertIsNotNone(refused_at, "the disk never filled")
         self.assertEqual(refused_at[:2], ("MAIL", 421), refused_at)
         self.assertGreater(len(acked), 10)
-        self.assertEqual(len(self.spool_list()), len(acked))
+        in_spool = self.bodies_in_spool()
+        self.assertEqual(sorted(in_spool), sorted(acked),
+                         "%s\n%s" % (set(acked) ^ in_spool, self.smtpd.log()[-3000:]))
         self.sink.up()
         self.schedule_all()
         self.wait_delivered(acked, 120)
         wait_until(lambda: self.spool_list() == [], what="the spool to empty")
         self.smtpd.stop()
-        self.assert_fsck_clean()
+        # A batch write that ENOSPC cut short (never acknowledged) may remain as a torn
+        # tail of the log: not damage to anything acknowledged.
+        self.assert_fsck_clean(allowed=("torn_tail",))
 
 
 def main():
