@@ -332,8 +332,14 @@ class OpenSmtpdTest(unittest.TestCase):
             return None
 
     def spool_list(self):
-        out = subprocess.run([CTL, "--spool", self.spool, "--read-only", "list", "--json"],
-                             capture_output=True, timeout=TIMEOUT)
+        # A read-only open beside the backend can meet a RocksDB file that the writer's
+        # compaction just deleted (exit 3): open again.
+        for _ in range(5):
+            out = subprocess.run([CTL, "--spool", self.spool, "--read-only", "list", "--json"],
+                                 capture_output=True, timeout=TIMEOUT)
+            if out.returncode != 3:
+                break
+            time.sleep(0.2)
         self.assertEqual(out.returncode, 0, out.stderr)
         return [json.loads(l) for l in out.stdout.decode().splitlines()]
 
@@ -606,13 +612,13 @@ class FullDiskTest(OpenSmtpdTest):
                     if code != 250:
                         refused_at = ("RCPT", code, msg)
                         break
-                    code, msg = c.data(data)
-                    acked.append("full%d" % n)
-            except smtplib.SMTPDataError as e:
-                # The disk filled between MAIL and the end of DATA: the commit failed,
-                # nothing was acknowledged; the next MAIL is refused.
-                self.assertEqual(e.smtp_code, 421, e.smtp_error)
-                continue
+                    code, msg = c.data(data)  # the reply to the final dot, not raised
+                    if code == 250:
+                        acked.append("full%d" % n)
+                    else:
+                        # The disk filled between MAIL and the end of DATA: the commit
+                        # failed, nothing was acknowledged; the next MAIL is refused.
+                        self.assertEqual(code, 421, msg)
             except smtplib.SMTPServerDisconnected:
                 refused_at = ("disconnect", 0, b"")
                 break
