@@ -14,6 +14,8 @@ the sink being down, kill -9 of smtpd and of the backend, restarts, `smtpctl rem
 flipped byte in a segment and a full disk; nothing removed comes back; spool-fsck is clean.
 
 Usage: opensmtpd_e2e.py --queue PATH --ctl PATH --fsck PATH --opensmtpd ROOT [TestClass ...]
+       opensmtpd_e2e.py ... --measure MESSAGES [--sessions N] [--keep-sessions]
+                            (docs/opensmtpd.md)
 Exit 0 when the tests pass, 1 when one fails, 77 when they cannot run here (not root, no
 unshare, OpenSMTPD not unpacked).
 """
@@ -215,13 +217,18 @@ class Smtpd:
         self.proc = None
         self.log_path = os.path.join(work, "smtpd.log")
 
-    def start(self):
+    def start(self, verbose=True):
+        """Starts smtpd and waits for its queue walk. verbose: -v, which the test needs to
+        see the walk end; without it, a fixed pause stands for the wait."""
         log = open(self.log_path, "ab")
         start = log.tell()
-        self.proc = subprocess.Popen(
-            [os.path.join(OSMTPD, "usr/sbin/smtpd"), "-d", "-v", "-f", self.conf,
-             "-B", "queue=spool:" + self.spool_arg],
-            stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=self.work)
+        argv = [os.path.join(OSMTPD, "usr/sbin/smtpd"), "-d", "-f", self.conf]
+        if verbose:
+            argv.append("-v")
+        if self.spool_arg is not None:  # None: OpenSMTPD's own file queue
+            argv += ["-B", "queue=spool:" + self.spool_arg]
+        self.proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT,
+                                     start_new_session=True, cwd=self.work)
         log.close()
 
         def ready():
@@ -233,6 +240,9 @@ class Smtpd:
             except OSError:
                 return False
         wait_until(ready, what="smtpd to listen")
+        if not verbose:
+            time.sleep(1)
+            return self
         # The walk of the queue at start-up runs beside new mail: let it finish.
         wait_until(lambda: "done loading queue" in self.log(start), what="the queue walk")
         return self
@@ -260,6 +270,8 @@ class Smtpd:
         return [int(p) for p in out.split()]
 
     def wait_backend_gone(self):
+        if self.spool_arg is None:
+            return
         # The backend is the queue process's child: it may outlive smtpd for a moment
         # (reparented), holding the spool's lock.
         def gone():
@@ -641,6 +653,53 @@ class FullDiskTest(OpenSmtpdTest):
         self.assert_fsck_clean(allowed=("torn_tail",))
 
 
+# ---- Measurement (--measure): messages per second, file queue against spool ----------
+
+
+def measure(count, sessions, keep_sessions, gid):
+    """OpenSMTPD taking `count` messages from smtp-source (`sessions` at once) and relaying
+    them to the sink, with its file queue on this disk, with its file queue on an ext4
+    image on this disk mounted -o sync, and with spool-opensmtpd-queue on this disk.
+    Prints msgs/s accepted (smtp-source's run) and relayed (until the sink has them all)."""
+    rows = []
+    for mode in ("fs", "fs-sync", "spool"):
+        work = tempfile.mkdtemp(prefix="osmtpd-measure-", dir="/tmp")
+        queue_dir = "/var/spool/smtpd"
+        mounted = False
+        if mode == "fs-sync":
+            image = os.path.join(work, "queue.img")
+            subprocess.run(["truncate", "-s", "2G", image], check=True)
+            subprocess.run(["mkfs.ext4", "-q", "-F", image], check=True)
+            os.makedirs(queue_dir, exist_ok=True)
+            subprocess.run(["mount", "-o", "loop,sync", image, queue_dir], check=True)
+            os.chmod(queue_dir, 0o711)  # smtpd insists
+            mounted = True
+        sink = Sink()
+        sink.up()
+        arg = os.path.join(work, "spool") if mode == "spool" else None
+        smtpd = Smtpd(work, arg, sink.port, gid).start(verbose=False)
+        t0 = time.monotonic()
+        r = subprocess.run(["smtp-source", *(["-d"] if keep_sessions else []),
+                            "-s", str(sessions), "-m", str(count),
+                            "-f", "alice@" + DOMAIN, "-t", "bob@" + DOMAIN,
+                            "127.0.0.1:%d" % smtpd.port], capture_output=True, text=True)
+        accepted = time.monotonic() - t0
+        wait_until(lambda: len(sink.received()) >= count, 600, "the relays")
+        relayed = time.monotonic() - t0
+        smtpd.stop()
+        sink.down()
+        if mounted:
+            subprocess.run(["umount", queue_dir], check=True)
+        shutil.rmtree(queue_dir, True)
+        shutil.rmtree(work, True)
+        if r.returncode != 0:
+            raise SystemExit("smtp-source failed: " + r.stderr)
+        rows.append((mode, count / accepted, count / relayed))
+    print("%-8s %14s %14s" % ("queue", "accepted/s", "relayed/s"))
+    for mode, a, d in rows:
+        print("%-8s %14.0f %14.0f" % (mode, a, d))
+
+
 def main():
     global QUEUE, CTL, FSCK, OSMTPD
     ap = argparse.ArgumentParser()
@@ -648,6 +707,11 @@ def main():
     ap.add_argument("--ctl", required=True)
     ap.add_argument("--fsck", required=True)
     ap.add_argument("--opensmtpd", required=True)
+    ap.add_argument("--measure", type=int, metavar="MESSAGES",
+                    help="measure msgs/s (docs/opensmtpd.md) instead of testing")
+    ap.add_argument("--sessions", type=int, default=20)
+    ap.add_argument("--keep-sessions", action="store_true",
+                    help="smtp-source -d: many messages per connection")
     args, rest = ap.parse_known_args()
     QUEUE, CTL, FSCK, OSMTPD = (os.path.abspath(p) for p in
                                 (args.queue, args.ctl, args.fsck, args.opensmtpd))
@@ -669,6 +733,9 @@ def main():
     root = tempfile.mkdtemp(prefix="osmtpd-ns-", dir="/tmp")
     try:
         OpenSmtpdTest.queue_gid = setup_namespace(root)
+        if args.measure:
+            measure(args.measure, args.sessions, args.keep_sessions, OpenSmtpdTest.queue_gid)
+            return 0
         prog = unittest.main(argv=[sys.argv[0], *rest], exit=False, verbosity=2)
         return 0 if prog.result.wasSuccessful() else 1
     finally:
