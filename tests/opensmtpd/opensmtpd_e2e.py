@@ -684,6 +684,9 @@ def measure(count, sessions, keep_sessions, gid):
                             "-f", "alice@" + DOMAIN, "-t", "bob@" + DOMAIN,
                             "127.0.0.1:%d" % smtpd.port], capture_output=True, text=True)
         accepted = time.monotonic() - t0
+        if r.returncode != 0:
+            smtpd.kill()
+            raise SystemExit("smtp-source failed: " + r.stdout + r.stderr)
         wait_until(lambda: len(sink.received()) >= count, 600, "the relays")
         relayed = time.monotonic() - t0
         smtpd.stop()
@@ -692,8 +695,6 @@ def measure(count, sessions, keep_sessions, gid):
             subprocess.run(["umount", queue_dir], check=True)
         shutil.rmtree(queue_dir, True)
         shutil.rmtree(work, True)
-        if r.returncode != 0:
-            raise SystemExit("smtp-source failed: " + r.stderr)
         rows.append((mode, count / accepted, count / relayed))
     print("%-8s %14s %14s" % ("queue", "accepted/s", "relayed/s"))
     for mode, a, d in rows:
