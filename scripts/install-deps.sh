@@ -16,7 +16,30 @@ packages=(
   postfix
   # spool-bench baselines and disk measurement
   fio
+  # the libraries of OpenSMTPD's smtpd, which the end-to-end tests of
+  # spool-opensmtpd-queue run from .deps/ (see the end of this script)
+  libdb5.3 libevent-2.1-7 libssl3 libpam0g libcrypt1 zlib1g
 )
+
+repo=$(cd "$(dirname "$0")/.." && pwd)
+
+# OpenSMTPD for the tests of spool-opensmtpd-queue (docs/opensmtpd.md): its package is
+# downloaded and unpacked into $SPOOL_DEPS_DIR/opensmtpd/root (default: .deps/ in the
+# repository), never installed: installing opensmtpd would remove postfix (both are mail
+# transport agents), and the tests run smtpd from there inside a private mount namespace.
+fetch_opensmtpd() {
+  local dir="${SPOOL_DEPS_DIR:-$repo/.deps}/opensmtpd"
+  if [[ -x "$dir/root/usr/sbin/smtpd" ]]; then
+    echo "install-deps: OpenSMTPD present in $dir"
+    return
+  fi
+  mkdir -p "$dir"
+  (cd "$dir" && rm -f opensmtpd_*.deb && apt-get download -qq opensmtpd) ||
+    { apt-get update -qq && (cd "$dir" && apt-get download -qq opensmtpd); }
+  rm -rf "$dir/root"
+  dpkg-deb -x "$dir"/opensmtpd_*.deb "$dir/root"
+  echo "install-deps: OpenSMTPD unpacked into $dir/root ($(basename "$dir"/opensmtpd_*.deb))"
+}
 
 missing=()
 for p in "${packages[@]}"; do
@@ -26,6 +49,7 @@ done
 
 if ((${#missing[@]} == 0)); then
   echo "install-deps: all ${#packages[@]} packages present"
+  fetch_opensmtpd
   exit 0
 fi
 
@@ -44,3 +68,4 @@ if [[ " ${missing[*]} " == *" postfix "* ]]; then
 fi
 "${apt[@]}" update -qq
 "${apt[@]}" install -y -qq --no-install-recommends "${missing[@]}"
+fetch_opensmtpd

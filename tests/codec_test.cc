@@ -536,7 +536,7 @@ TEST(DecoderTest, WrongVersionIsCorruption) {
 TEST(DecoderTest, WrongVersionOfTheStatePartOfAnEntryIsCorruption) {
   const IndexEntry e = SampleEntry();
   std::string enc = EncodeIndexEntry(e);
-  enc[EncodeEnvelope(e.info).size()] = static_cast<char>(kCodecVersion + 1);
+  enc[EncodeEnvelope(e.info).size()] = static_cast<char>(kStateWithMetadataVersion + 1);
   IndexEntry got;
   EXPECT_EQ(DecodeIndexEntry(enc, &got).code(), Code::kCorruption);
 }

@@ -84,6 +84,9 @@ inline std::span<const std::byte> AsBytes(std::string_view s) {
   return {reinterpret_cast<const std::byte*>(s.data()), s.size()};
 }
 
+// OK, or kInvalidArgument for metadata over kMaxMetadataSize (Enqueue, SetMetadata).
+Status ValidateMetadata(std::string_view metadata);
+
 // An index change waiting for its log records to become durable. The durable hook fills
 // the locations of its records (in append order) and applies it.
 struct IndexOp {
@@ -261,6 +264,9 @@ class SpoolImpl : public Spool {
   Status Requeue(const MessageId& id) override;
   Status Remove(const MessageId& id) override;
   void RemoveAsync(const MessageId& id, std::function<void(const Status&)> done) override;
+  Status SetMetadata(const MessageId& id, std::string_view metadata) override;
+  void SetMetadataAsync(const MessageId& id, std::string_view metadata,
+                        std::function<void(const Status&)> done) override;
   StatusOr<std::vector<MessageId>> ScanDue(std::string_view queue, int64_t now_ms,
                                            size_t limit) override;
   Status ForEach(const std::function<bool(const MessageInfo&)>& visit) override;
@@ -383,8 +389,8 @@ class SpoolImpl : public Spool {
   Mutex mu_;
   bool closing_ ABSL_GUARDED_BY(mu_) = false;
   // Work that may block, taken off the callers' threads: EnqueueAsync of a streamed body,
-  // RemoveAsync of a message whose stripe is busy. One worker thread (BigEnqueueLoop)
-  // runs it in order, and drains it at close.
+  // RemoveAsync of a message whose stripe is busy, SetMetadataAsync. One worker thread
+  // (BigEnqueueLoop) runs it in order, and drains it at close.
   std::deque<std::function<void()>> big_queue_ ABSL_GUARDED_BY(mu_);
   std::vector<std::thread> threads_;
   // What Attach gave (the control channel's server): destroyed first by the destructor.

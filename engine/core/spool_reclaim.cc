@@ -53,7 +53,7 @@ size_t PrepareCopy(const IndexEntry& entry, log::RecordType main_type,
   recs[0].flags = log::kFlagRelocated;
   op->slots.push_back(IndexOp::Slot::kMain);
   if (entry.state.segment == 0) return 1;
-  *state_payload = internal::EncodeState(entry.info);
+  *state_payload = internal::EncodeState(entry);
   recs[1].type = log::RecordType::kStateUpdate;
   recs[1].id = id;
   recs[1].parts[0] = AsBytes(*state_payload);

@@ -1,5 +1,5 @@
-// State changes of a message (attempts, hold, release, requeue) and its removal, each
-// under the message's stripe lock until it is durable and indexed; the names of the
+// State changes of a message (attempts, hold, release, requeue, metadata) and its removal,
+// each under the message's stripe lock until it is durable and indexed; the names of the
 // states.
 
 #include <algorithm>
@@ -53,8 +53,12 @@ Status SpoolImpl::ChangeState(const MessageId& id,
   op.entry = old;
   op.old = old;
   SPOOL_RETURN_IF_ERROR(change(&op.entry.info));
+  // Once replaced, the metadata lives in the state records (codec.h).
+  if (op.entry.info.envelope.metadata != old.info.envelope.metadata) {
+    op.entry.metadata_in_state = true;
+  }
   op.slots = {IndexOp::Slot::kState};
-  const std::string payload = internal::EncodeState(op.entry.info);
+  const std::string payload = internal::EncodeState(op.entry);
   log::AppendRecord rec;
   rec.type = log::RecordType::kStateUpdate;
   rec.id = ToRecordId(id);
@@ -110,6 +114,41 @@ Status SpoolImpl::Requeue(const MessageId& id) {
     info->next_attempt_ms = NowMs();
     return Status::Ok();
   });
+}
+
+Status ValidateMetadata(std::string_view metadata) {
+  if (metadata.size() > kMaxMetadataSize) {
+    return InvalidArgumentError("metadata of " + std::to_string(metadata.size()) +
+                                " bytes over the limit of " + std::to_string(kMaxMetadataSize));
+  }
+  return Status::Ok();
+}
+
+Status SpoolImpl::SetMetadata(const MessageId& id, std::string_view metadata) {
+  SPOOL_RETURN_IF_ERROR(ValidateMetadata(metadata));
+  return ChangeState(id, [&](MessageInfo* info) -> Status {
+    info->envelope.metadata.assign(metadata);
+    return Status::Ok();
+  });
+}
+
+void SpoolImpl::SetMetadataAsync(const MessageId& id, std::string_view metadata,
+                                 std::function<void(const Status&)> done) {
+  Status early = ValidateMetadata(metadata);
+  if (early.ok()) early = WritableCheck();
+  if (early.ok()) early = ShardOf(id).status();
+  if (early.ok()) {
+    MutexLock l(&mu_);
+    if (!closing_) {
+      big_queue_.push_back([this, id, bytes = std::string(metadata), done = std::move(done)] {
+        const Status s = SetMetadata(id, bytes);
+        if (done) done(s);
+      });
+      return;
+    }
+    early = UnavailableError("the spool is closing");
+  }
+  if (done) done(early);
 }
 
 Status SpoolImpl::Remove(const MessageId& id) {

@@ -29,7 +29,7 @@ Status ValidateEnvelope(const Envelope& envelope) {
   if (envelope.queue.find('\0') != std::string::npos) {
     return InvalidArgumentError("the queue name contains a NUL byte");
   }
-  return Status::Ok();
+  return ValidateMetadata(envelope.metadata);
 }
 
 }  // namespace

@@ -1,6 +1,7 @@
 #include "index/codec.h"
 
 #include <cstring>
+#include <utility>
 
 namespace spool::internal {
 namespace {
@@ -126,20 +127,30 @@ Status DecodeEnvelope(std::string_view* in, MessageInfo* info) {
   return Status::Ok();
 }
 
-std::string EncodeState(const MessageInfo& info) {
+std::string EncodeState(const IndexEntry& entry) {
+  const MessageInfo& info = entry.info;
   std::string out;
-  out.push_back(static_cast<char>(kCodecVersion));
+  out.push_back(
+      static_cast<char>(entry.metadata_in_state ? kStateWithMetadataVersion : kCodecVersion));
   out.push_back(static_cast<char>(info.state));
   PutVarint(&out, info.attempts);
   PutSigned(&out, info.next_attempt_ms);
   PutVarint(&out, info.recipient_status.size());
   for (RecipientStatus r : info.recipient_status) out.push_back(static_cast<char>(r));
+  if (entry.metadata_in_state) PutBytes(&out, info.envelope.metadata);
   return out;
 }
 
-Status DecodeState(std::string_view* in, MessageInfo* info) {
+Status DecodeState(std::string_view* in, IndexEntry* entry) {
+  MessageInfo* info = &entry->info;
+  if (in->empty()) return Malformed("state");
+  const uint8_t version = static_cast<uint8_t>((*in)[0]);
+  if (version != kCodecVersion && version != kStateWithMetadataVersion) {
+    return Malformed("state");
+  }
+  in->remove_prefix(1);
   uint64_t attempts, n;
-  if (!GetVersion(in) || in->empty()) return Malformed("state");
+  if (in->empty()) return Malformed("state");
   const uint8_t state = static_cast<uint8_t>((*in)[0]);
   in->remove_prefix(1);
   if (state > static_cast<uint8_t>(MessageState::kCorrupt) || !GetVarint(in, &attempts) ||
@@ -155,7 +166,29 @@ Status DecodeState(std::string_view* in, MessageInfo* info) {
     info->recipient_status[i] = static_cast<RecipientStatus>(r);
   }
   in->remove_prefix(n);
+  if (version == kStateWithMetadataVersion) {
+    std::string_view metadata;
+    if (!GetBytes(in, &metadata) || metadata.size() > kMaxMetadataSize) {
+      return Malformed("state");
+    }
+    info->envelope.metadata.assign(metadata);
+    entry->metadata_in_state = true;
+  }
   return Status::Ok();
+}
+
+std::string EncodeState(const MessageInfo& info) {
+  IndexEntry entry;
+  entry.info = info;
+  return EncodeState(entry);
+}
+
+Status DecodeState(std::string_view* in, MessageInfo* info) {
+  IndexEntry entry;
+  entry.info = std::move(*info);
+  Status s = DecodeState(in, &entry);
+  *info = std::move(entry.info);
+  return s;
 }
 
 std::string EncodeCommit(const MessageInfo& info, const std::vector<log::Location>& chunks) {
@@ -179,7 +212,7 @@ Status DecodeCommit(std::string_view payload, MessageInfo* info,
 
 std::string EncodeIndexEntry(const IndexEntry& e) {
   std::string out = EncodeEnvelope(e.info);
-  out += EncodeState(e.info);
+  out += EncodeState(e);
   PutLocation(&out, e.main);
   PutVarint(&out, e.body_offset);
   PutLocation(&out, e.state);
@@ -190,7 +223,7 @@ std::string EncodeIndexEntry(const IndexEntry& e) {
 
 Status DecodeIndexEntry(std::string_view in, IndexEntry* e) {
   SPOOL_RETURN_IF_ERROR(DecodeEnvelope(&in, &e->info));
-  SPOOL_RETURN_IF_ERROR(DecodeState(&in, &e->info));
+  SPOOL_RETURN_IF_ERROR(DecodeState(&in, e));
   uint64_t body_offset, n;
   if (!GetLocation(&in, &e->main) || !GetVarint(&in, &body_offset) ||
       !GetLocation(&in, &e->state) || !GetVarint(&in, &n) || n > in.size()) {

@@ -18,6 +18,12 @@
 namespace spool::internal {
 
 inline constexpr uint8_t kCodecVersion = 1;
+// The version byte of a state that also carries the message's metadata: written once the
+// metadata was replaced (Spool::SetMetadata), so that the state record, which reclamation
+// copies forward and the index keeps, holds the metadata that replaces the envelope's. A
+// spool whose metadata was never replaced has no such state and stays readable by builds
+// that know only kCodecVersion.
+inline constexpr uint8_t kStateWithMetadataVersion = 2;
 
 // Primitive encoders. Decoders consume from the front of *in and return false on short
 // or malformed input.
@@ -33,10 +39,6 @@ bool GetLocation(std::string_view* in, log::Location* loc);
 std::string EncodeEnvelope(const MessageInfo& info);
 Status DecodeEnvelope(std::string_view* in, MessageInfo* info);
 
-// The delivery state: state, attempts, next attempt, per-recipient status.
-std::string EncodeState(const MessageInfo& info);
-Status DecodeState(std::string_view* in, MessageInfo* info);
-
 // A commit record: the envelope, then the chunk locations of the body.
 std::string EncodeCommit(const MessageInfo& info, const std::vector<log::Location>& chunks);
 Status DecodeCommit(std::string_view payload, MessageInfo* info,
@@ -49,6 +51,9 @@ struct IndexEntry {
   uint32_t body_offset = 0;           // in the message record's payload; 0 if chunked
   std::vector<log::Location> chunks;  // body chunks of a streamed message, in order
   log::Location state;                // the latest state record; segment 0 if none
+  // The metadata was replaced after the enqueue: info.envelope.metadata is the
+  // replacement, and every state record of the message carries it.
+  bool metadata_in_state = false;
   bool chunked() const { return !chunks.empty(); }
   // Bytes of log that the entry keeps alive (its records' footprints).
   uint64_t footprint() const {
@@ -57,6 +62,19 @@ struct IndexEntry {
     return n;
   }
 };
+
+// The delivery state (state, attempts, next attempt, per-recipient status), plus the
+// metadata when entry.metadata_in_state (version kStateWithMetadataVersion).
+std::string EncodeState(const IndexEntry& entry);
+// Decodes a state of either version into entry->info; one with the metadata replaces
+// entry->info.envelope.metadata and sets entry->metadata_in_state.
+Status DecodeState(std::string_view* in, IndexEntry* entry);
+// The same over the info alone: the state of version 1 (never the metadata; the spool's
+// writers use the entry's form, which keeps a replaced metadata), and a decode of either
+// version into *info.
+std::string EncodeState(const MessageInfo& info);
+Status DecodeState(std::string_view* in, MessageInfo* info);
+
 std::string EncodeIndexEntry(const IndexEntry& entry);
 Status DecodeIndexEntry(std::string_view in, IndexEntry* entry);
 

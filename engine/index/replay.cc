@@ -43,6 +43,10 @@ StatusOr<std::optional<IndexEntry>> ReplayRecord(const log::Record& r,
         e.info.next_attempt_ms = current->info.next_attempt_ms;
         e.info.recipient_status = std::move(current->info.recipient_status);
         e.state = current->state;
+        if (current->metadata_in_state) {  // the copy holds the metadata of the enqueue
+          e.info.envelope.metadata = std::move(current->info.envelope.metadata);
+          e.metadata_in_state = true;
+        }
       } else {
         e.info.state = MessageState::kQueued;
         e.info.next_attempt_ms = e.info.arrival_ms;
@@ -54,7 +58,7 @@ StatusOr<std::optional<IndexEntry>> ReplayRecord(const log::Record& r,
     case log::RecordType::kStateUpdate: {
       if (!current) return std::nullopt;  // removed later on: nothing to update
       std::string_view payload(r.payload);
-      SPOOL_RETURN_IF_ERROR(DecodeState(&payload, &current->info));
+      SPOOL_RETURN_IF_ERROR(DecodeState(&payload, &*current));
       current->state = r.location;
       return current;
     }

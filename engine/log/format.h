@@ -67,7 +67,7 @@ enum class RecordType : uint8_t {
   kMessage = 1,      // a whole message: envelope and body
   kBodyChunk = 2,    // a piece of a streamed body; void without a later kCommit
   kCommit = 3,       // commits a streamed message: its envelope and the chunks' digest
-  kStateUpdate = 4,  // a change of a message's delivery state
+  kStateUpdate = 4,  // a change of a message's delivery state (or of its metadata)
   kRemove = 5,       // the message is gone
   kPadding = 6,      // fills a batch up to the next block boundary; payload is zeros
 };

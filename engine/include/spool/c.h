@@ -312,6 +312,17 @@ int spool_hold(spool_t* s, const char* id, spool_reply_t* err);
 int spool_release(spool_t* s, const char* id, spool_reply_t* err);
 int spool_requeue(spool_t* s, const char* id, spool_reply_t* err);
 
+/* The largest metadata (spool_envelope_t::metadata, spool_set_metadata) in bytes:
+ * spool::kMaxMetadataSize. */
+#define SPOOL_MAX_METADATA_SIZE 65536
+
+/* Replaces the metadata of message `id` with the metadata_len bytes at `metadata` (NULL
+ * only when metadata_len is 0), atomically (Spool::SetMetadata): a crash leaves the old or
+ * the new bytes. Over SPOOL_MAX_METADATA_SIZE, or NULL with a length: 501. Allowed on a
+ * corrupt message. Durable on return. Thread-safe; blocks for one group commit. */
+int spool_set_metadata(spool_t* s, const char* id, const void* metadata, size_t metadata_len,
+                       spool_reply_t* err);
+
 /* ---- Scans --------------------------------------------------------------------------------- */
 
 /* A message id as a value, for arrays. */

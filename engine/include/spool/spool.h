@@ -124,11 +124,18 @@ struct Options {
   bool control_socket = true;
 };
 
+// The largest Envelope::metadata, in bytes: Enqueue and SetMetadata refuse more
+// (kInvalidArgument). It fits the room a message record keeps for its envelope beside an
+// inline body (Options::segment_size).
+inline constexpr size_t kMaxMetadataSize = 64 << 10;
+
 struct Envelope {
   std::string sender;                   // reverse-path; empty for the null sender <>
   std::vector<std::string> recipients;  // forward-paths; at least one, none empty
   std::string queue = "default";        // scheduling queue; not empty, no NUL bytes
-  std::string metadata;                 // opaque to spool, returned as stored
+  // Opaque to spool (any bytes, at most kMaxMetadataSize), returned as stored or as last
+  // replaced by SetMetadata.
+  std::string metadata;
 };
 
 enum class MessageState : uint8_t {
@@ -247,10 +254,10 @@ class Spool {
   // for room in the commit queue; on an idle shard the calling thread writes the batch
   // itself. Nothing of a message that failed is visible, now or after a crash.
   // Errors: kInvalidArgument (no recipients, an empty recipient, an empty queue or one
-  // with a NUL byte); kTooBig (over max_message_size); kFailedPrecondition (read-only);
-  // kStorageFull, kPermission, kUnavailable (no shard admits it: see Admission);
-  // kStorageFull, kPermission, kIoError (the write or its sync failed, also when written
-  // again in a fresh segment); kOverload (no room in the commit queue in time);
+  // with a NUL byte, metadata over kMaxMetadataSize); kTooBig (over max_message_size);
+  // kFailedPrecondition (read-only); kStorageFull, kPermission, kUnavailable (no shard admits it:
+  // see Admission); kStorageFull, kPermission, kIoError (the write or its sync failed, also when
+  // written again in a fresh segment); kOverload (no room in the commit queue in time);
   // kUnavailable (closing).
   virtual StatusOr<MessageId> Enqueue(const Envelope& envelope, std::string_view body) = 0;
 
@@ -311,6 +318,26 @@ class Spool {
   virtual Status Release(const MessageId& id) = 0;
   // Makes a message kQueued and due now (releasing it if held). Errors: those of Hold.
   virtual Status Requeue(const MessageId& id) = 0;
+  // Replaces the message's metadata (Envelope::metadata) with `metadata`, atomically: a
+  // crash leaves the old or the new bytes, never a mix. Durable on return, ordered with
+  // the message's other state changes as RecordAttempt; Get, ForEach and the C API return
+  // the new bytes from then on. Allowed on a quarantined message (its metadata is not the
+  // damaged part). Stored in the message's state record (docs/format.md, "Spool
+  // records"), so every later state change of the message rewrites it: keep it small.
+  // Blocks for one group commit.
+  // Errors: kInvalidArgument (an invalid id, metadata over kMaxMetadataSize); kNotFound
+  // (as Get); kFailedPrecondition (read-only); the index fault of the shard and the log's,
+  // as RecordAttempt.
+  virtual Status SetMetadata(const MessageId& id, std::string_view metadata) = 0;
+  // The asynchronous form, for a caller that must not block: `done` (may be empty) runs
+  // exactly once, with OK once the new metadata is durable, or with the error (those of
+  // SetMetadata; the old metadata then stays). The update runs on the spool's worker
+  // thread, in the order of the calls. `metadata` may be released when it returns.
+  // Thread of `done` (see the callback rules at the top): the caller's, before the call
+  // returns, when it fails early (bad id, too big, read-only, closing); else the spool's
+  // worker thread.
+  virtual void SetMetadataAsync(const MessageId& id, std::string_view metadata,
+                                std::function<void(const Status&)> done) = 0;
   // Removes a message for good (delivered, bounced, or deleted by an operator); durable on
   // return: it never reappears after a crash (contract item 5). RemoveAsync plus a wait.
   // Errors: those of RemoveAsync; on failure the message stays, intact.
